@@ -1,0 +1,107 @@
+//! Padding-masked multi-head self-attention, with Hugging Face's module names.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+
+use crate::config::BertConfig;
+use crate::embeddings::normal_init;
+
+pub(crate) fn linear<B: Backend>(config: &BertConfig, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out)
+        .with_initializer(normal_init(config))
+        .init(device)
+}
+
+/// Hugging Face's `BertSelfAttention` (`attention.self`).
+#[derive(Module, Debug)]
+pub struct BertSelfAttention<B: Backend> {
+    pub query: Linear<B>,
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+    pub dropout: Dropout,
+    pub num_attention_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> BertSelfAttention<B> {
+    pub fn init(config: &BertConfig, device: &B::Device) -> Self {
+        let h = config.hidden_size;
+        Self {
+            query: linear(config, h, h, device),
+            key: linear(config, h, h, device),
+            value: linear(config, h, h, device),
+            dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            num_attention_heads: config.num_attention_heads,
+            head_dim: config.head_dim(),
+        }
+    }
+
+    /// # Shapes
+    /// - hidden: `[batch, seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` (0 to attend, a large
+    ///   negative number for padding) -> `[batch, seq, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, seq, width] = hidden.dims();
+        let heads = |x: Tensor<B, 3>| {
+            x.reshape([batch, seq, self.num_attention_heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = heads(self.query.forward(hidden.clone()));
+        let k = heads(self.key.forward(hidden.clone()));
+        let v = heads(self.value.forward(hidden));
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
+        let probs = self.dropout.forward(softmax(scores, 3));
+        probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width])
+    }
+}
+
+/// Hugging Face's `BertSelfOutput` (`attention.output`).
+#[derive(Module, Debug)]
+pub struct BertSelfOutput<B: Backend> {
+    pub dense: Linear<B>,
+    pub layer_norm: LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> BertSelfOutput<B> {
+    pub fn init(config: &BertConfig, device: &B::Device) -> Self {
+        Self {
+            dense: linear(config, config.hidden_size, config.hidden_size, device),
+            layer_norm: LayerNormConfig::new(config.hidden_size)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        }
+    }
+
+    /// # Shapes
+    /// - hidden, residual: `[batch, seq, hidden]` -> `[batch, seq, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = self.dropout.forward(self.dense.forward(hidden));
+        self.layer_norm.forward(x + residual)
+    }
+}
+
+/// Hugging Face's `BertAttention`: self-attention, projection, residual and LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertAttention<B: Backend> {
+    pub self_attention: BertSelfAttention<B>,
+    pub output: BertSelfOutput<B>,
+}
+
+impl<B: Backend> BertAttention<B> {
+    pub fn init(config: &BertConfig, device: &B::Device) -> Self {
+        Self {
+            self_attention: BertSelfAttention::init(config, device),
+            output: BertSelfOutput::init(config, device),
+        }
+    }
+
+    /// # Shapes
+    /// - hidden: `[batch, seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch, seq, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let attended = self.self_attention.forward(hidden.clone(), mask_bias);
+        self.output.forward(attended, hidden)
+    }
+}

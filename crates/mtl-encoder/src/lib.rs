@@ -1,0 +1,20 @@
+//! A BERT sentence encoder that reproduces sentence-transformers, generic over burn backends.
+
+pub mod attention;
+pub mod bert;
+pub mod config;
+pub mod embeddings;
+pub mod error;
+pub mod layer;
+pub mod loader;
+pub mod pooling;
+pub mod sentence_encoder;
+pub mod tokenize;
+
+pub use bert::BertModel;
+pub use config::{BertConfig, HiddenAct};
+pub use error::{EncoderError, Result};
+pub use loader::{Checkpoint, KeyRule, Layout};
+pub use pooling::{l2_normalize, Pooling, PoolingConfig};
+pub use sentence_encoder::{EncoderSettings, SentenceEncoder, DEFAULT_BATCH_SIZE};
+pub use tokenize::{Encoded, SentenceTokenizer, TokenBatch};

@@ -1,0 +1,161 @@
+//! Tokenization with `tokenizers`, overriding `tokenizer.json`'s own truncation and padding the
+//! way sentence-transformers does: truncate at `max_seq_length` (special tokens included), pad to
+//! the longest sentence of each batch.
+
+use std::path::Path;
+
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{EncoderError, Result};
+
+/// One tokenized sentence, unpadded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, `[CLS] ... [SEP]`.
+    pub ids: Vec<u32>,
+    /// Segment ids (all 0 for a single sentence).
+    pub type_ids: Vec<u32>,
+}
+
+impl Encoded {
+    /// The number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no tokens at all.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A WordPiece tokenizer set up for sentence embedding.
+#[derive(Debug, Clone)]
+pub struct SentenceTokenizer {
+    tokenizer: Tokenizer,
+    max_seq_length: usize,
+    pad_id: u32,
+}
+
+impl SentenceTokenizer {
+    /// Loads `tokenizer.json`, truncating at `max_seq_length` tokens and padding nothing.
+    pub fn from_file(path: &Path, max_seq_length: usize, pad_id: u32) -> Result<Self> {
+        if !path.is_file() {
+            return Err(EncoderError::MissingFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| EncoderError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::new(tokenizer, max_seq_length, pad_id).map_err(|e| match e {
+            EncoderError::Tokenize(message) => EncoderError::Tokenizer {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Wraps a tokenizer, replacing its truncation and padding settings.
+    pub fn new(mut tokenizer: Tokenizer, max_seq_length: usize, pad_id: u32) -> Result<Self> {
+        if max_seq_length < 2 {
+            return Err(EncoderError::InvalidArgument(format!(
+                "max_seq_length must leave room for [CLS] and [SEP], got {max_seq_length}"
+            )));
+        }
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| EncoderError::Tokenize(e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(Self {
+            tokenizer,
+            max_seq_length,
+            pad_id,
+        })
+    }
+
+    /// The truncation length, special tokens included.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// The id used for padding.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenizes sentences (in parallel), adding `[CLS]`/`[SEP]` and truncating.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EncoderError::Tokenize(e.to_string()))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| Encoded {
+                ids: e.get_ids().to_vec(),
+                type_ids: e.get_type_ids().to_vec(),
+            })
+            .collect())
+    }
+}
+
+/// A padded batch of token ids on a device.
+#[derive(Debug, Clone)]
+pub struct TokenBatch<B: Backend> {
+    /// `[batch, seq]`
+    pub input_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]`
+    pub token_type_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]`, 1.0 for tokens and 0.0 for padding.
+    pub attention_mask: Tensor<B, 2>,
+    /// The unpadded length of each row.
+    pub lengths: Vec<usize>,
+}
+
+impl<B: Backend> TokenBatch<B> {
+    /// Pads `encoded` to its longest member.
+    pub fn new(encoded: &[&Encoded], pad_id: u32, device: &B::Device) -> Self {
+        let batch = encoded.len();
+        let seq = encoded.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![pad_id as i64; batch * seq];
+        let mut types = vec![0i64; batch * seq];
+        let mut mask = vec![0f32; batch * seq];
+        for (row, e) in encoded.iter().enumerate() {
+            for (col, (&id, &ty)) in e.ids.iter().zip(&e.type_ids).enumerate() {
+                ids[row * seq + col] = id as i64;
+                types[row * seq + col] = ty as i64;
+                mask[row * seq + col] = 1.0;
+            }
+        }
+        Self {
+            input_ids: Tensor::from_data(TensorData::new(ids, [batch, seq]), device),
+            token_type_ids: Tensor::from_data(TensorData::new(types, [batch, seq]), device),
+            attention_mask: Tensor::from_data(TensorData::new(mask, [batch, seq]), device),
+            lengths: encoded.iter().map(|e| e.len()).collect(),
+        }
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// True for a batch without rows.
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+}

@@ -1,1 +1,9 @@
+//! mtl: multi-task sentence models in Rust. A pretrained BERT encoder shared by task heads,
+//! trained together; generic over burn backends, chosen at compile time by Cargo feature.
 
+pub mod backend;
+
+pub use mtl_encoder as encoder;
+pub use mtl_heads as heads;
+pub use mtl_model as model;
+pub use mtl_train as train;

@@ -7,7 +7,12 @@ use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 use crate::config::BertConfig;
 use crate::embeddings::normal_init;
 
-pub(crate) fn linear<B: Backend>(config: &BertConfig, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+pub(crate) fn linear<B: Backend>(
+    config: &BertConfig,
+    d_in: usize,
+    d_out: usize,
+    device: &B::Device,
+) -> Linear<B> {
     LinearConfig::new(d_in, d_out)
         .with_initializer(normal_init(config))
         .init(device)

@@ -73,10 +73,12 @@ impl BertConfig {
     /// Reads and validates a Hugging Face `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: Self = read_json(path)?;
-        config.validate().map_err(|message| EncoderError::InvalidConfig {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|message| EncoderError::InvalidConfig {
+                path: path.to_path_buf(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -104,7 +106,10 @@ impl BertConfig {
         }
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("`{name}` must be in [0, 1), found {p}"));
@@ -169,7 +174,10 @@ mod tests {
             num_attention_heads: 5,
             ..BertConfig::default()
         };
-        assert!(config.validate().unwrap_err().contains("num_attention_heads"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("num_attention_heads"));
     }
 
     #[test]

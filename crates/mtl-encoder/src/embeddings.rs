@@ -1,7 +1,9 @@
 //! BERT embeddings: word + position + token type, then LayerNorm and dropout.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 use crate::config::BertConfig;
@@ -44,7 +46,11 @@ impl<B: Backend> BertEmbeddings<B> {
 
     /// # Shapes
     /// - input_ids, token_type_ids: `[batch, seq]` -> `[batch, seq, hidden]`
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, token_type_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        token_type_ids: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
         let [_, seq] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();

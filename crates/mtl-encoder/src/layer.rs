@@ -86,7 +86,10 @@ impl<B: Backend> BertLayer<B> {
             .intermediate
             .activation
             .forward(self.intermediate.dense.forward(attended.clone()));
-        let out = self.output.dropout.forward(self.output.dense.forward(inner));
+        let out = self
+            .output
+            .dropout
+            .forward(self.output.dense.forward(inner));
         self.output.layer_norm.forward(out + attended)
     }
 }

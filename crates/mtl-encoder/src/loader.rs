@@ -27,34 +27,121 @@ pub enum Layout {
 
 /// Our BERT parameter paths (`{i}`: layer index), their Hugging Face keys and storage layout.
 pub const BERT_KEY_TABLE: &[(&str, &str, Layout)] = &[
-    ("embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight", Layout::AsIs),
-    ("embeddings.position_embeddings.weight", "embeddings.position_embeddings.weight", Layout::AsIs),
-    ("embeddings.token_type_embeddings.weight", "embeddings.token_type_embeddings.weight", Layout::AsIs),
-    ("embeddings.layer_norm.gamma", "embeddings.LayerNorm.weight", Layout::AsIs),
-    ("embeddings.layer_norm.beta", "embeddings.LayerNorm.bias", Layout::AsIs),
-    ("encoder.layer.{i}.attention.self_attention.query.weight", "encoder.layer.{i}.attention.self.query.weight", Layout::Transpose),
-    ("encoder.layer.{i}.attention.self_attention.query.bias", "encoder.layer.{i}.attention.self.query.bias", Layout::AsIs),
-    ("encoder.layer.{i}.attention.self_attention.key.weight", "encoder.layer.{i}.attention.self.key.weight", Layout::Transpose),
-    ("encoder.layer.{i}.attention.self_attention.key.bias", "encoder.layer.{i}.attention.self.key.bias", Layout::AsIs),
-    ("encoder.layer.{i}.attention.self_attention.value.weight", "encoder.layer.{i}.attention.self.value.weight", Layout::Transpose),
-    ("encoder.layer.{i}.attention.self_attention.value.bias", "encoder.layer.{i}.attention.self.value.bias", Layout::AsIs),
-    ("encoder.layer.{i}.attention.output.dense.weight", "encoder.layer.{i}.attention.output.dense.weight", Layout::Transpose),
-    ("encoder.layer.{i}.attention.output.dense.bias", "encoder.layer.{i}.attention.output.dense.bias", Layout::AsIs),
-    ("encoder.layer.{i}.attention.output.layer_norm.gamma", "encoder.layer.{i}.attention.output.LayerNorm.weight", Layout::AsIs),
-    ("encoder.layer.{i}.attention.output.layer_norm.beta", "encoder.layer.{i}.attention.output.LayerNorm.bias", Layout::AsIs),
-    ("encoder.layer.{i}.intermediate.dense.weight", "encoder.layer.{i}.intermediate.dense.weight", Layout::Transpose),
-    ("encoder.layer.{i}.intermediate.dense.bias", "encoder.layer.{i}.intermediate.dense.bias", Layout::AsIs),
-    ("encoder.layer.{i}.output.dense.weight", "encoder.layer.{i}.output.dense.weight", Layout::Transpose),
-    ("encoder.layer.{i}.output.dense.bias", "encoder.layer.{i}.output.dense.bias", Layout::AsIs),
-    ("encoder.layer.{i}.output.layer_norm.gamma", "encoder.layer.{i}.output.LayerNorm.weight", Layout::AsIs),
-    ("encoder.layer.{i}.output.layer_norm.beta", "encoder.layer.{i}.output.LayerNorm.bias", Layout::AsIs),
+    (
+        "embeddings.word_embeddings.weight",
+        "embeddings.word_embeddings.weight",
+        Layout::AsIs,
+    ),
+    (
+        "embeddings.position_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+        Layout::AsIs,
+    ),
+    (
+        "embeddings.token_type_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+        Layout::AsIs,
+    ),
+    (
+        "embeddings.layer_norm.gamma",
+        "embeddings.LayerNorm.weight",
+        Layout::AsIs,
+    ),
+    (
+        "embeddings.layer_norm.beta",
+        "embeddings.LayerNorm.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.attention.self_attention.query.weight",
+        "encoder.layer.{i}.attention.self.query.weight",
+        Layout::Transpose,
+    ),
+    (
+        "encoder.layer.{i}.attention.self_attention.query.bias",
+        "encoder.layer.{i}.attention.self.query.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.attention.self_attention.key.weight",
+        "encoder.layer.{i}.attention.self.key.weight",
+        Layout::Transpose,
+    ),
+    (
+        "encoder.layer.{i}.attention.self_attention.key.bias",
+        "encoder.layer.{i}.attention.self.key.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.attention.self_attention.value.weight",
+        "encoder.layer.{i}.attention.self.value.weight",
+        Layout::Transpose,
+    ),
+    (
+        "encoder.layer.{i}.attention.self_attention.value.bias",
+        "encoder.layer.{i}.attention.self.value.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.attention.output.dense.weight",
+        "encoder.layer.{i}.attention.output.dense.weight",
+        Layout::Transpose,
+    ),
+    (
+        "encoder.layer.{i}.attention.output.dense.bias",
+        "encoder.layer.{i}.attention.output.dense.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.attention.output.layer_norm.gamma",
+        "encoder.layer.{i}.attention.output.LayerNorm.weight",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.attention.output.layer_norm.beta",
+        "encoder.layer.{i}.attention.output.LayerNorm.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.intermediate.dense.weight",
+        "encoder.layer.{i}.intermediate.dense.weight",
+        Layout::Transpose,
+    ),
+    (
+        "encoder.layer.{i}.intermediate.dense.bias",
+        "encoder.layer.{i}.intermediate.dense.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.output.dense.weight",
+        "encoder.layer.{i}.output.dense.weight",
+        Layout::Transpose,
+    ),
+    (
+        "encoder.layer.{i}.output.dense.bias",
+        "encoder.layer.{i}.output.dense.bias",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.output.layer_norm.gamma",
+        "encoder.layer.{i}.output.LayerNorm.weight",
+        Layout::AsIs,
+    ),
+    (
+        "encoder.layer.{i}.output.layer_norm.beta",
+        "encoder.layer.{i}.output.LayerNorm.bias",
+        Layout::AsIs,
+    ),
 ];
 
 /// Prefixes a BERT checkpoint may put before every key (`BertForPreTraining` and friends).
 pub const BERT_KEY_PREFIXES: &[&str] = &["", "bert."];
 
 /// Old LayerNorm names (original TF checkpoints): the canonical suffix, then the alias.
-pub const LAYER_NORM_ALIASES: &[(&str, &str)] = &[("LayerNorm.weight", "LayerNorm.gamma"), ("LayerNorm.bias", "LayerNorm.beta")];
+pub const LAYER_NORM_ALIASES: &[(&str, &str)] = &[
+    ("LayerNorm.weight", "LayerNorm.gamma"),
+    ("LayerNorm.bias", "LayerNorm.beta"),
+];
 
 /// Where one parameter lives in a checkpoint: keys to try in order, and the layout.
 #[derive(Debug, Clone)]
@@ -132,11 +219,22 @@ impl Checkpoint {
 
     /// The names of all tensors in the file.
     pub fn names(&self) -> Result<Vec<String>> {
-        Ok(self.parse()?.names().into_iter().map(String::from).collect())
+        Ok(self
+            .parse()?
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect())
     }
 
     /// Reads one tensor as f32 in our layout, checking it against `expected` (our shape).
-    fn read(&self, tensors: &SafeTensors<'_>, path: &str, rule: &KeyRule, expected: &[usize]) -> Result<Vec<f32>> {
+    fn read(
+        &self,
+        tensors: &SafeTensors<'_>,
+        path: &str,
+        rule: &KeyRule,
+        expected: &[usize],
+    ) -> Result<Vec<f32>> {
         let Some((key, view)) = rule
             .keys
             .iter()
@@ -144,7 +242,11 @@ impl Checkpoint {
         else {
             return Err(EncoderError::MissingTensor {
                 path: self.path.clone(),
-                name: rule.keys.first().cloned().unwrap_or_else(|| path.to_string()),
+                name: rule
+                    .keys
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| path.to_string()),
                 tried: rule.keys.join(", "),
             });
         };
@@ -288,7 +390,8 @@ impl<B: Backend, F: Fn(&str) -> Option<(String, Layout)>> ModuleVisitor<B> for C
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let path = self.path.join(".");
         let Some((key, layout)) = (self.name)(&path) else {
-            self.error.get_or_insert(format!("parameter `{path}` has no checkpoint key"));
+            self.error
+                .get_or_insert(format!("parameter `{path}` has no checkpoint key"));
             return;
         };
         let tensor = param.val();
@@ -300,7 +403,10 @@ impl<B: Backend, F: Fn(&str) -> Option<(String, Layout)>> ModuleVisitor<B> for C
             .expect("converted to f32");
         let entry = match layout {
             Layout::AsIs => (shape, values),
-            Layout::Transpose => (vec![shape[1], shape[0]], transpose(&values, shape[0], shape[1])),
+            Layout::Transpose => (
+                vec![shape[1], shape[0]],
+                transpose(&values, shape[0], shape[1]),
+            ),
         };
         self.out.insert(key, entry);
     }
@@ -337,7 +443,8 @@ pub fn serialize_tensors(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> 
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
         .map(|(name, shape, data)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data");
+            let view =
+                TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data");
             (name.clone(), view)
         })
         .collect();
@@ -393,7 +500,8 @@ mod tests {
 
     #[test]
     fn table_maps_layer_paths_with_their_index() {
-        let (key, layout) = bert_hf_key("encoder.layer.11.attention.self_attention.query.weight").unwrap();
+        let (key, layout) =
+            bert_hf_key("encoder.layer.11.attention.self_attention.query.weight").unwrap();
         assert_eq!(key, "encoder.layer.11.attention.self.query.weight");
         assert_eq!(layout, Layout::Transpose);
         assert!(bert_hf_key("encoder.layer.1.attention.nothing").is_none());
@@ -415,6 +523,9 @@ mod tests {
 
     #[test]
     fn transpose_swaps_rows_and_columns() {
-        assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(
+            transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
     }
 }

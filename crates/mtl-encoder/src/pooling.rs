@@ -24,7 +24,9 @@ impl std::str::FromStr for Pooling {
             "mean" => Ok(Self::Mean),
             "cls" => Ok(Self::Cls),
             "max" => Ok(Self::Max),
-            other => Err(format!("unknown pooling {other:?} (expected mean, cls or max)")),
+            other => Err(format!(
+                "unknown pooling {other:?} (expected mean, cls or max)"
+            )),
         }
     }
 }
@@ -76,10 +78,16 @@ impl PoolingConfig {
 impl Pooling {
     /// # Shapes
     /// - hidden: `[batch, seq, hidden]`, attention_mask: `[batch, seq]` -> `[batch, hidden]`
-    pub fn forward<B: Backend>(&self, hidden: Tensor<B, 3>, attention_mask: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub fn forward<B: Backend>(
+        &self,
+        hidden: Tensor<B, 3>,
+        attention_mask: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
         let [batch, seq, width] = hidden.dims();
         match self {
-            Self::Cls => hidden.slice([0..batch, 0..1, 0..width]).reshape([batch, width]),
+            Self::Cls => hidden
+                .slice([0..batch, 0..1, 0..width])
+                .reshape([batch, width]),
             Self::Mean => {
                 let counts = attention_mask.clone().sum_dim(1).clamp_min(1e-9);
                 let mask = attention_mask.reshape([batch, seq, 1]);
@@ -116,10 +124,18 @@ mod tests {
         let device = Default::default();
         // batch 2, seq 3, hidden 2; the second row has one padded position.
         let hidden = Tensor::from_data(
-            TensorData::new(vec![1.0f32, 2.0, 3.0, -4.0, 5.0, 6.0, 7.0, 8.0, -1.0, 0.5, 100.0, 100.0], [2, 3, 2]),
+            TensorData::new(
+                vec![
+                    1.0f32, 2.0, 3.0, -4.0, 5.0, 6.0, 7.0, 8.0, -1.0, 0.5, 100.0, 100.0,
+                ],
+                [2, 3, 2],
+            ),
             &device,
         );
-        let mask = Tensor::from_data(TensorData::new(vec![1.0f32, 1.0, 1.0, 1.0, 1.0, 0.0], [2, 3]), &device);
+        let mask = Tensor::from_data(
+            TensorData::new(vec![1.0f32, 1.0, 1.0, 1.0, 1.0, 0.0], [2, 3]),
+            &device,
+        );
         (hidden, mask)
     }
 
@@ -130,20 +146,29 @@ mod tests {
     #[test]
     fn mean_ignores_padding() {
         let (h, m) = inputs();
-        assert_eq!(values(Pooling::Mean.forward(h, m)), vec![3.0, 4.0 / 3.0, 3.0, 4.25]);
+        assert_eq!(
+            values(Pooling::Mean.forward(h, m)),
+            vec![3.0, 4.0 / 3.0, 3.0, 4.25]
+        );
     }
 
     #[test]
     fn max_ignores_padding_and_cls_takes_first() {
         let (h, m) = inputs();
-        assert_eq!(values(Pooling::Max.forward(h.clone(), m.clone())), vec![5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(
+            values(Pooling::Max.forward(h.clone(), m.clone())),
+            vec![5.0, 6.0, 7.0, 8.0]
+        );
         assert_eq!(values(Pooling::Cls.forward(h, m)), vec![1.0, 2.0, 7.0, 8.0]);
     }
 
     #[test]
     fn normalize_gives_unit_rows() {
         let device = Default::default();
-        let x = Tensor::<B, 2>::from_data(TensorData::new(vec![3.0f32, 4.0, 0.0, 0.0], [2, 2]), &device);
+        let x = Tensor::<B, 2>::from_data(
+            TensorData::new(vec![3.0f32, 4.0, 0.0, 0.0], [2, 2]),
+            &device,
+        );
         assert_eq!(values(l2_normalize(x)), vec![0.6, 0.8, 0.0, 0.0]);
     }
 

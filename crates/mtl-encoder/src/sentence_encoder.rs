@@ -12,7 +12,10 @@ use serde::Deserialize;
 use crate::bert::BertModel;
 use crate::config::BertConfig;
 use crate::error::{read_json, EncoderError, Result};
-use crate::loader::{bert_hf_key, bert_key_rule, load_module, module_tensors, serialize_tensors, write_atomic, Checkpoint};
+use crate::loader::{
+    bert_hf_key, bert_key_rule, load_module, module_tensors, serialize_tensors, write_atomic,
+    Checkpoint,
+};
 use crate::pooling::{l2_normalize, Pooling, PoolingConfig};
 use crate::tokenize::{Encoded, SentenceTokenizer, TokenBatch};
 
@@ -20,7 +23,12 @@ use crate::tokenize::{Encoded, SentenceTokenizer, TokenBatch};
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
 /// Tokenizer files copied verbatim when a model is saved.
-const TOKENIZER_FILES: &[&str] = &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
 
 /// Everything of a sentence encoder that is not a trainable weight.
 #[derive(Debug, Clone)]
@@ -78,7 +86,9 @@ fn missing_dir(dir: &Path) -> Result<()> {
 
 /// Reads the sentence-transformers files of `dir`: (pooling, normalize, max_seq_length), each
 /// `None` when the directory does not say.
-fn read_sentence_transformers(dir: &Path) -> Result<(Option<Pooling>, Option<bool>, Option<usize>)> {
+fn read_sentence_transformers(
+    dir: &Path,
+) -> Result<(Option<Pooling>, Option<bool>, Option<usize>)> {
     let modules_path = dir.join("modules.json");
     let mut pooling_dir = dir.join("1_Pooling");
     let mut normalize = None;
@@ -92,10 +102,13 @@ fn read_sentence_transformers(dir: &Path) -> Result<(Option<Pooling>, Option<boo
     let pooling_path = pooling_dir.join("config.json");
     let pooling = if pooling_path.is_file() {
         let cfg: PoolingConfig = read_json(&pooling_path)?;
-        Some(cfg.pooling().map_err(|message| EncoderError::InvalidConfig {
-            path: pooling_path.clone(),
-            message,
-        })?)
+        Some(
+            cfg.pooling()
+                .map_err(|message| EncoderError::InvalidConfig {
+                    path: pooling_path.clone(),
+                    message,
+                })?,
+        )
     } else {
         None
     };
@@ -136,12 +149,17 @@ impl<B: Backend> SentenceEncoder<B> {
         }
         .min(config.max_position_embeddings);
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = SentenceTokenizer::from_file(&tokenizer_path, max_seq_length, config.pad_token_id as u32)?;
+        let tokenizer = SentenceTokenizer::from_file(
+            &tokenizer_path,
+            max_seq_length,
+            config.pad_token_id as u32,
+        )?;
         let mut tokenizer_files = Vec::new();
         for name in TOKENIZER_FILES {
             let path = dir.join(name);
             if path.is_file() {
-                let bytes = std::fs::read(&path).map_err(|source| EncoderError::Io { path, source })?;
+                let bytes =
+                    std::fs::read(&path).map_err(|source| EncoderError::Io { path, source })?;
                 tokenizer_files.push((name.to_string(), bytes));
             }
         }
@@ -163,7 +181,11 @@ impl<B: Backend> SentenceEncoder<B> {
     }
 
     /// Builds an encoder from a model and tokenizer already in memory.
-    pub fn from_parts(bert: BertModel<B>, config: BertConfig, tokenizer: SentenceTokenizer) -> Self {
+    pub fn from_parts(
+        bert: BertModel<B>,
+        config: BertConfig,
+        tokenizer: SentenceTokenizer,
+    ) -> Self {
         Self {
             bert,
             settings: EncoderSettings {
@@ -315,12 +337,18 @@ impl<B: Backend> SentenceEncoder<B> {
         };
         let tensors = module_tensors(&self.bert, bert_hf_key)?;
         write_atomic(&dir.join("model.safetensors"), &serialize_tensors(&tensors))?;
-        write_atomic(&dir.join("config.json"), &json(settings.config.to_hf_json()))?;
+        write_atomic(
+            &dir.join("config.json"),
+            &json(settings.config.to_hf_json()),
+        )?;
         for (name, bytes) in settings.tokenizer_files.iter() {
             write_atomic(&dir.join(name), bytes)?;
         }
         let pooling = PoolingConfig::new(settings.pooling, self.dim());
-        write_atomic(&dir.join("1_Pooling/config.json"), &json(serde_json::to_value(pooling).expect("pooling")))?;
+        write_atomic(
+            &dir.join("1_Pooling/config.json"),
+            &json(serde_json::to_value(pooling).expect("pooling")),
+        )?;
         write_atomic(
             &dir.join("sentence_bert_config.json"),
             &json(serde_json::json!({
@@ -336,7 +364,10 @@ impl<B: Backend> SentenceEncoder<B> {
             mkdir(dir.join("2_Normalize"))?;
             modules.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}));
         }
-        write_atomic(&dir.join("modules.json"), &json(serde_json::Value::Array(modules)))?;
+        write_atomic(
+            &dir.join("modules.json"),
+            &json(serde_json::Value::Array(modules)),
+        )?;
         Ok(())
     }
 }

@@ -1,0 +1,47 @@
+//! The training crate's error type.
+
+use std::path::PathBuf;
+
+/// Every failure of reading data, configuring or running training, naming the file and line or
+/// the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data row is malformed (wrong number of fields, undecodable text, bad JSON...).
+    #[error("{path}:{line}: {message}")]
+    BadRow {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A dev/test row carries a label the task does not know.
+    #[error("{path}:{line}: label {label:?} of task `{task}` was not seen in training (known: {known})")]
+    UnknownLabel {
+        path: PathBuf,
+        line: usize,
+        task: String,
+        label: String,
+        known: String,
+    },
+    /// The data as a whole is unusable (no rows, no tasks, a task with one label...).
+    #[error("data: {0}")]
+    Data(String),
+    /// A training setting is out of range or inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The encoder failed.
+    #[error(transparent)]
+    Encoder(#[from] mtl_encoder::EncoderError),
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] mtl_model::ModelError),
+}
+
+/// The training crate's result type.
+pub type Result<T> = std::result::Result<T, TrainError>;

@@ -1,0 +1,29 @@
+//! The backend the examples and tests run on, picked by Cargo feature: `cuda`, else `flex`, else
+//! `ndarray` (the default).
+
+#[cfg(feature = "cuda")]
+pub type Backend = burn::backend::Cuda;
+#[cfg(all(feature = "flex", not(feature = "cuda")))]
+pub type Backend = burn::backend::Flex;
+#[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "flex"))))]
+pub type Backend = burn::backend::NdArray;
+
+/// The same backend with automatic differentiation, for training.
+pub type TrainBackend = burn::backend::Autodiff<Backend>;
+
+/// The device type of [`Backend`].
+pub type Device = burn::tensor::Device<Backend>;
+
+/// The backend's name, for tables and logs.
+pub const NAME: &str = if cfg!(feature = "cuda") {
+    "cuda"
+} else if cfg!(feature = "flex") {
+    "flex"
+} else {
+    "ndarray"
+};
+
+/// The default device of [`Backend`].
+pub fn device() -> Device {
+    Default::default()
+}

@@ -1,0 +1,38 @@
+//! Shared helpers of the cross-crate tests: where the model and the shared fixtures are.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// all-MiniLM-L6-v2, fetched by `scripts/fetch-model.sh` (or `MTL_MODEL_DIR`).
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("MTL_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model: run scripts/fetch-model.sh first",
+        dir.display()
+    );
+    dir
+}
+
+/// The read-only shared material (`../shared`, or `MTL_SHARED`).
+pub fn shared() -> PathBuf {
+    std::env::var_os("MTL_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
+}
+
+/// The largest absolute difference of two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,174 @@
+//! Parity with sentence-transformers' own outputs for all-MiniLM-L6-v2
+//! (`../shared/fixtures/minilm_reference.json`), and batch invariance.
+
+mod common;
+
+use burn::backend::NdArray;
+use common::{max_abs_diff, model_dir, shared};
+use mtl::encoder::SentenceEncoder;
+use serde_json::Value;
+
+type B = NdArray;
+
+struct Reference {
+    text: String,
+    input_ids: Vec<u32>,
+    embedding: Vec<f32>,
+    mean_pooled: Vec<f32>,
+    last_hidden_state: Option<Vec<f32>>,
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(floats).collect(),
+        Value::Number(n) => vec![n.as_f64().expect("number") as f32],
+        other => panic!("unexpected fixture value {other}"),
+    }
+}
+
+fn reference() -> Vec<Reference> {
+    let path = shared().join("fixtures/minilm_reference.json");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("fixture JSON");
+    json["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|s| Reference {
+            text: s["text"].as_str().expect("text").to_string(),
+            input_ids: s["input_ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id") as u32)
+                .collect(),
+            embedding: floats(&s["embedding"]),
+            mean_pooled: floats(&s["mean_pooled"]),
+            last_hidden_state: s.get("last_hidden_state").map(floats),
+        })
+        .collect()
+}
+
+fn encoder() -> SentenceEncoder<B> {
+    SentenceEncoder::load(model_dir(), &Default::default()).expect("load all-MiniLM-L6-v2")
+}
+
+#[test]
+fn input_ids_match_for_all_sentences() {
+    let refs = reference();
+    assert_eq!(refs.len(), 40);
+    let enc = encoder();
+    assert_eq!(enc.tokenizer().max_seq_length(), 256);
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let encoded = enc.tokenize(&texts).unwrap();
+    let mut truncated = 0;
+    for (r, e) in refs.iter().zip(&encoded) {
+        assert_eq!(e.ids, r.input_ids, "ids of {:?}", r.text);
+        truncated += usize::from(e.ids.len() == 256);
+    }
+    assert_eq!(truncated, 1, "one sentence is truncated at 256 tokens");
+}
+
+#[test]
+fn normalized_embeddings_and_mean_pooled_match() {
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let enc = encoder();
+    assert!(enc.settings.normalize, "modules.json lists Normalize");
+    let embeddings = enc.encode_vec(&texts).unwrap();
+    let mut worst = 0.0f32;
+    for (r, e) in refs.iter().zip(&embeddings) {
+        assert_eq!(e.len(), 384);
+        let d = max_abs_diff(e, &r.embedding);
+        assert!(d <= 1e-5, "embedding of {:?} differs by {d}", r.text);
+        worst = worst.max(d);
+    }
+    eprintln!("largest |embedding - reference| = {worst:e}");
+
+    let pooled = enc.with_normalize(false).encode_vec(&texts).unwrap();
+    let mut worst = 0.0f32;
+    for (r, p) in refs.iter().zip(&pooled) {
+        let d = max_abs_diff(p, &r.mean_pooled);
+        assert!(d <= 1e-4, "mean_pooled of {:?} differs by {d}", r.text);
+        worst = worst.max(d);
+    }
+    eprintln!("largest |mean_pooled - reference| = {worst:e}");
+}
+
+#[test]
+fn last_hidden_state_matches() {
+    let refs = reference();
+    let enc = encoder();
+    let mut checked = 0;
+    let mut worst = 0.0f32;
+    for r in refs.iter().filter(|r| r.last_hidden_state.is_some()) {
+        let encoded = enc.tokenize(&[r.text.as_str()]).unwrap();
+        let batch = enc.batch(&[&encoded[0]]);
+        let hidden = enc
+            .hidden_states(&batch)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        let expected = r.last_hidden_state.as_ref().unwrap();
+        assert_eq!(hidden.len(), expected.len());
+        let d = max_abs_diff(&hidden, expected);
+        assert!(
+            d <= 1e-4,
+            "last_hidden_state of {:?} differs by {d}",
+            r.text
+        );
+        worst = worst.max(d);
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+    eprintln!("largest |last_hidden_state - reference| = {worst:e}");
+}
+
+#[test]
+fn batch_sizes_agree() {
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let enc = encoder();
+    let one = enc.clone().with_batch_size(1).encode_vec(&texts).unwrap();
+    for size in [7, 40] {
+        let other = enc
+            .clone()
+            .with_batch_size(size)
+            .encode_vec(&texts)
+            .unwrap();
+        for (a, b) in one.iter().zip(&other) {
+            let d = max_abs_diff(a, b);
+            assert!(
+                d <= 1e-5,
+                "batch size {size} differs from batch size 1 by {d}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pooling_modes_differ_and_empty_input_is_fine() {
+    use mtl::encoder::Pooling;
+    let enc = encoder();
+    let texts = ["", "A sentence.", "   "];
+    let mean = enc.clone().encode_vec(&texts).unwrap();
+    let cls = enc
+        .clone()
+        .with_pooling(Pooling::Cls)
+        .encode_vec(&texts)
+        .unwrap();
+    let max = enc
+        .clone()
+        .with_pooling(Pooling::Max)
+        .encode_vec(&texts)
+        .unwrap();
+    for v in [&mean, &cls, &max] {
+        assert_eq!(v.len(), 3);
+        assert!(v.iter().flatten().all(|x| x.is_finite()));
+        let norm: f32 = v[1].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+    assert!(max_abs_diff(&mean[1], &cls[1]) > 1e-3);
+    assert!(max_abs_diff(&mean[1], &max[1]) > 1e-3);
+    assert_eq!(enc.encode(&[]).unwrap().dims(), [0, 384]);
+}

@@ -26,112 +26,29 @@ pub enum Layout {
 }
 
 /// Our BERT parameter paths (`{i}`: layer index), their Hugging Face keys and storage layout.
+#[rustfmt::skip]
 pub const BERT_KEY_TABLE: &[(&str, &str, Layout)] = &[
-    (
-        "embeddings.word_embeddings.weight",
-        "embeddings.word_embeddings.weight",
-        Layout::AsIs,
-    ),
-    (
-        "embeddings.position_embeddings.weight",
-        "embeddings.position_embeddings.weight",
-        Layout::AsIs,
-    ),
-    (
-        "embeddings.token_type_embeddings.weight",
-        "embeddings.token_type_embeddings.weight",
-        Layout::AsIs,
-    ),
-    (
-        "embeddings.layer_norm.gamma",
-        "embeddings.LayerNorm.weight",
-        Layout::AsIs,
-    ),
-    (
-        "embeddings.layer_norm.beta",
-        "embeddings.LayerNorm.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.attention.self_attention.query.weight",
-        "encoder.layer.{i}.attention.self.query.weight",
-        Layout::Transpose,
-    ),
-    (
-        "encoder.layer.{i}.attention.self_attention.query.bias",
-        "encoder.layer.{i}.attention.self.query.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.attention.self_attention.key.weight",
-        "encoder.layer.{i}.attention.self.key.weight",
-        Layout::Transpose,
-    ),
-    (
-        "encoder.layer.{i}.attention.self_attention.key.bias",
-        "encoder.layer.{i}.attention.self.key.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.attention.self_attention.value.weight",
-        "encoder.layer.{i}.attention.self.value.weight",
-        Layout::Transpose,
-    ),
-    (
-        "encoder.layer.{i}.attention.self_attention.value.bias",
-        "encoder.layer.{i}.attention.self.value.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.attention.output.dense.weight",
-        "encoder.layer.{i}.attention.output.dense.weight",
-        Layout::Transpose,
-    ),
-    (
-        "encoder.layer.{i}.attention.output.dense.bias",
-        "encoder.layer.{i}.attention.output.dense.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.attention.output.layer_norm.gamma",
-        "encoder.layer.{i}.attention.output.LayerNorm.weight",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.attention.output.layer_norm.beta",
-        "encoder.layer.{i}.attention.output.LayerNorm.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.intermediate.dense.weight",
-        "encoder.layer.{i}.intermediate.dense.weight",
-        Layout::Transpose,
-    ),
-    (
-        "encoder.layer.{i}.intermediate.dense.bias",
-        "encoder.layer.{i}.intermediate.dense.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.output.dense.weight",
-        "encoder.layer.{i}.output.dense.weight",
-        Layout::Transpose,
-    ),
-    (
-        "encoder.layer.{i}.output.dense.bias",
-        "encoder.layer.{i}.output.dense.bias",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.output.layer_norm.gamma",
-        "encoder.layer.{i}.output.LayerNorm.weight",
-        Layout::AsIs,
-    ),
-    (
-        "encoder.layer.{i}.output.layer_norm.beta",
-        "encoder.layer.{i}.output.LayerNorm.bias",
-        Layout::AsIs,
-    ),
+    ("embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight", Layout::AsIs),
+    ("embeddings.position_embeddings.weight", "embeddings.position_embeddings.weight", Layout::AsIs),
+    ("embeddings.token_type_embeddings.weight", "embeddings.token_type_embeddings.weight", Layout::AsIs),
+    ("embeddings.layer_norm.gamma", "embeddings.LayerNorm.weight", Layout::AsIs),
+    ("embeddings.layer_norm.beta", "embeddings.LayerNorm.bias", Layout::AsIs),
+    ("encoder.layer.{i}.attention.self_attention.query.weight", "encoder.layer.{i}.attention.self.query.weight", Layout::Transpose),
+    ("encoder.layer.{i}.attention.self_attention.query.bias", "encoder.layer.{i}.attention.self.query.bias", Layout::AsIs),
+    ("encoder.layer.{i}.attention.self_attention.key.weight", "encoder.layer.{i}.attention.self.key.weight", Layout::Transpose),
+    ("encoder.layer.{i}.attention.self_attention.key.bias", "encoder.layer.{i}.attention.self.key.bias", Layout::AsIs),
+    ("encoder.layer.{i}.attention.self_attention.value.weight", "encoder.layer.{i}.attention.self.value.weight", Layout::Transpose),
+    ("encoder.layer.{i}.attention.self_attention.value.bias", "encoder.layer.{i}.attention.self.value.bias", Layout::AsIs),
+    ("encoder.layer.{i}.attention.output.dense.weight", "encoder.layer.{i}.attention.output.dense.weight", Layout::Transpose),
+    ("encoder.layer.{i}.attention.output.dense.bias", "encoder.layer.{i}.attention.output.dense.bias", Layout::AsIs),
+    ("encoder.layer.{i}.attention.output.layer_norm.gamma", "encoder.layer.{i}.attention.output.LayerNorm.weight", Layout::AsIs),
+    ("encoder.layer.{i}.attention.output.layer_norm.beta", "encoder.layer.{i}.attention.output.LayerNorm.bias", Layout::AsIs),
+    ("encoder.layer.{i}.intermediate.dense.weight", "encoder.layer.{i}.intermediate.dense.weight", Layout::Transpose),
+    ("encoder.layer.{i}.intermediate.dense.bias", "encoder.layer.{i}.intermediate.dense.bias", Layout::AsIs),
+    ("encoder.layer.{i}.output.dense.weight", "encoder.layer.{i}.output.dense.weight", Layout::Transpose),
+    ("encoder.layer.{i}.output.dense.bias", "encoder.layer.{i}.output.dense.bias", Layout::AsIs),
+    ("encoder.layer.{i}.output.layer_norm.gamma", "encoder.layer.{i}.output.LayerNorm.weight", Layout::AsIs),
+    ("encoder.layer.{i}.output.layer_norm.beta", "encoder.layer.{i}.output.LayerNorm.bias", Layout::AsIs),
 ];
 
 /// Prefixes a BERT checkpoint may put before every key (`BertForPreTraining` and friends).

@@ -1,1 +1,5 @@
-//! mtl-heads
+//! Task heads: from a sentence embedding to class logits, generic over burn backends.
+
+pub mod head;
+
+pub use head::{ClassificationHead, ClassificationHeadConfig, HeadActivation};

@@ -1,1 +1,15 @@
-//! mtl-model
+//! Multi-task models: a shared BERT sentence encoder with one classification head per named task.
+
+pub mod error;
+pub mod freeze;
+pub mod io;
+pub mod model;
+pub mod task;
+
+pub use error::{ModelError, Result};
+pub use freeze::{EncoderFreeze, FreezePolicy};
+pub use io::{read_model_file, ModelFile};
+pub use model::{
+    head_config, HeadOptions, ModelMeta, MultiTaskModel, MultiTaskOutput, TaskPrediction,
+};
+pub use task::{seed_tasks, validate_tasks, TaskSpec};

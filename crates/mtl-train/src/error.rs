@@ -21,7 +21,9 @@ pub enum TrainError {
         message: String,
     },
     /// A dev/test row carries a label the task does not know.
-    #[error("{path}:{line}: label {label:?} of task `{task}` was not seen in training (known: {known})")]
+    #[error(
+        "{path}:{line}: label {label:?} of task `{task}` was not seen in training (known: {known})"
+    )]
     UnknownLabel {
         path: PathBuf,
         line: usize,

@@ -1,0 +1,184 @@
+//! Saving and loading a model directory: the encoder in Hugging Face / sentence-transformers
+//! layout, the heads in `heads.safetensors` (PyTorch `Linear` layout, keys `<task>.<param>`),
+//! and `mtl.json` describing tasks, heads, pooling and sequence length.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use mtl_encoder::loader::{load_module, module_tensors, serialize_tensors, write_atomic};
+use mtl_encoder::{
+    Checkpoint, EncoderError, KeyRule, Layout, Pooling, SentenceEncoder, SentenceTokenizer,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::model::{head_config, HeadOptions, ModelMeta, MultiTaskModel};
+use crate::task::{validate_tasks, TaskSpec};
+
+/// The name and version of the `mtl.json` format.
+pub const FORMAT: &str = "mtl-multitask/1";
+
+/// The contents of `mtl.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Tasks, in head order.
+    pub tasks: Vec<TaskSpec>,
+    /// How heads are built.
+    pub head: HeadOptions,
+    /// The pooling the heads read.
+    pub pooling: Pooling,
+    /// Truncation length, special tokens included.
+    pub max_seq_length: usize,
+}
+
+fn head_key(task: &TaskSpec, path: &str) -> (String, Layout) {
+    let layout = if path.ends_with("weight") {
+        Layout::Transpose
+    } else {
+        Layout::AsIs
+    };
+    (format!("{}.{path}", task.name), layout)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
+    move |source| {
+        ModelError::Encoder(EncoderError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl<B: Backend> MultiTaskModel<B> {
+    /// The description written to `mtl.json`.
+    pub fn model_file(&self) -> ModelFile {
+        ModelFile {
+            format: FORMAT.to_string(),
+            tasks: self.meta.tasks.to_vec(),
+            head: self.meta.head.clone(),
+            pooling: self.encoder.settings.pooling,
+            max_seq_length: self.encoder.tokenizer().max_seq_length(),
+        }
+    }
+
+    /// Writes a self-contained model directory. Everything is written into `<dir>.partial`
+    /// first and then renamed into place, so a crash never leaves a half-written model.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let sibling = |suffix: &str| {
+            let mut name = dir
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default();
+            name.push(suffix);
+            dir.with_file_name(name)
+        };
+        let partial = sibling(".partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
+        }
+        self.encoder.save(&partial)?;
+        let mut tensors = std::collections::BTreeMap::new();
+        for (task, head) in self.meta.tasks.iter().zip(&self.heads) {
+            tensors.extend(module_tensors(head, |p| Some(head_key(task, p)))?);
+        }
+        write_atomic(
+            &partial.join("heads.safetensors"),
+            &serialize_tensors(&tensors),
+        )?;
+        let mut json =
+            serde_json::to_string_pretty(&self.model_file()).expect("mtl.json serialises");
+        json.push('\n');
+        write_atomic(&partial.join("mtl.json"), json.as_bytes())?;
+
+        let old = sibling(".old");
+        if dir.exists() {
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
+            }
+            std::fs::rename(dir, &old).map_err(io_error(dir))?;
+        }
+        std::fs::rename(&partial, dir).map_err(io_error(dir))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
+        }
+        Ok(())
+    }
+
+    /// Loads a directory written by [`save`](Self::save).
+    pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let file = read_model_file(&dir.join("mtl.json"))?;
+        let mut encoder = SentenceEncoder::<B>::load(dir, device)?.with_pooling(file.pooling);
+        if encoder.tokenizer().max_seq_length() != file.max_seq_length {
+            let tokenizer = encoder.tokenizer();
+            let retuned = SentenceTokenizer::new(
+                tokenizer.inner().clone(),
+                file.max_seq_length,
+                tokenizer.pad_id(),
+            )?;
+            encoder.settings.tokenizer = Arc::new(retuned);
+        }
+        let checkpoint = Checkpoint::open(&dir.join("heads.safetensors"))?;
+        let heads = file
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| {
+                let config = head_config(&file.head, encoder.dim(), i, task);
+                config.validate().map_err(ModelError::InvalidHead)?;
+                let head = load_module(config.init::<B>(device), &checkpoint, |p| {
+                    let (key, layout) = head_key(task, p);
+                    Some(KeyRule {
+                        keys: vec![key],
+                        layout,
+                    })
+                })?;
+                Ok(head)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            encoder,
+            heads,
+            meta: ModelMeta {
+                tasks: Arc::new(file.tasks),
+                head: file.head,
+            },
+        })
+    }
+}
+
+/// Reads and checks `mtl.json`.
+pub fn read_model_file(path: &Path) -> Result<ModelFile> {
+    let model_file = |message: String| ModelError::ModelFile {
+        path: PathBuf::from(path),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            model_file("missing: not a multi-task model directory (no mtl.json)".to_string())
+        } else {
+            model_file(format!("cannot read: {e}"))
+        }
+    })?;
+    let file: ModelFile =
+        serde_json::from_slice(&bytes).map_err(|e| model_file(format!("malformed: {e}")))?;
+    if file.format != FORMAT {
+        return Err(model_file(format!(
+            "format {:?} is not {FORMAT:?}",
+            file.format
+        )));
+    }
+    validate_tasks(&file.tasks).map_err(|e| model_file(e.to_string()))?;
+    if file.max_seq_length < 2 {
+        return Err(model_file(format!(
+            "max_seq_length {} is too small",
+            file.max_seq_length
+        )));
+    }
+    Ok(file)
+}

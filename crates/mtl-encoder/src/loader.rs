@@ -144,6 +144,24 @@ impl Checkpoint {
             .collect())
     }
 
+    /// Reads the tensor called `name` as f32, with its shape.
+    pub fn tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let tensors = self.parse()?;
+        let view = tensors
+            .tensor(name)
+            .map_err(|_| EncoderError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                tried: name.to_string(),
+            })?;
+        let values = to_f32(&view).ok_or_else(|| EncoderError::TensorDtype {
+            path: self.path.clone(),
+            name: name.to_string(),
+            dtype: format!("{:?}", view.dtype()),
+        })?;
+        Ok((view.shape().to_vec(), values))
+    }
+
     /// Reads one tensor as f32 in our layout, checking it against `expected` (our shape).
     fn read(
         &self,

@@ -205,6 +205,24 @@ impl<B: Backend> SentenceEncoder<B> {
         self
     }
 
+    /// Sets the truncation length (special tokens included), at most `max_position_embeddings`.
+    pub fn with_max_seq_length(mut self, max_seq_length: usize) -> Result<Self> {
+        let limit = self.settings.config.max_position_embeddings;
+        if max_seq_length > limit {
+            return Err(EncoderError::InvalidArgument(format!(
+                "max_seq_length {max_seq_length} exceeds max_position_embeddings {limit}"
+            )));
+        }
+        let tokenizer = &self.settings.tokenizer;
+        let retuned = SentenceTokenizer::new(
+            tokenizer.inner().clone(),
+            max_seq_length,
+            tokenizer.pad_id(),
+        )?;
+        self.settings.tokenizer = Arc::new(retuned);
+        Ok(self)
+    }
+
     /// Switches L2 normalisation on or off.
     pub fn with_normalize(mut self, normalize: bool) -> Self {
         self.settings.normalize = normalize;

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use mtl_encoder::loader::{load_module, module_tensors, serialize_tensors, write_atomic};
-use mtl_encoder::{
-    Checkpoint, EncoderError, KeyRule, Layout, Pooling, SentenceEncoder, SentenceTokenizer,
-};
+use mtl_encoder::{Checkpoint, EncoderError, KeyRule, Layout, Pooling, SentenceEncoder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
@@ -115,13 +113,7 @@ impl<B: Backend> MultiTaskModel<B> {
         let file = read_model_file(&dir.join("mtl.json"))?;
         let mut encoder = SentenceEncoder::<B>::load(dir, device)?.with_pooling(file.pooling);
         if encoder.tokenizer().max_seq_length() != file.max_seq_length {
-            let tokenizer = encoder.tokenizer();
-            let retuned = SentenceTokenizer::new(
-                tokenizer.inner().clone(),
-                file.max_seq_length,
-                tokenizer.pad_id(),
-            )?;
-            encoder.settings.tokenizer = Arc::new(retuned);
+            encoder = encoder.with_max_seq_length(file.max_seq_length)?;
         }
         let checkpoint = Checkpoint::open(&dir.join("heads.safetensors"))?;
         let heads = file

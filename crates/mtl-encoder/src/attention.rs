@@ -42,12 +42,16 @@ impl<B: Backend> BertSelfAttention<B> {
         }
     }
 
+    /// Attention over tokens flattened to rows (one matrix product per projection for the whole
+    /// batch, instead of one per sentence).
+    ///
     /// # Shapes
-    /// - hidden: `[batch, seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` (0 to attend, a large
-    ///   negative number for padding) -> `[batch, seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [batch, seq, width] = hidden.dims();
-        let heads = |x: Tensor<B, 3>| {
+    /// - hidden: `[batch * seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` (0 to attend, a large
+    ///   negative number for padding) -> `[batch * seq, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 2>, mask_bias: Tensor<B, 4>) -> Tensor<B, 2> {
+        let [batch, _, _, seq] = mask_bias.dims();
+        let [rows, width] = hidden.dims();
+        let heads = |x: Tensor<B, 2>| {
             x.reshape([batch, seq, self.num_attention_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
@@ -57,7 +61,7 @@ impl<B: Backend> BertSelfAttention<B> {
         let v = heads(self.value.forward(hidden));
         let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
         let probs = self.dropout.forward(softmax(scores, 3));
-        probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width])
+        probs.matmul(v).swap_dims(1, 2).reshape([rows, width])
     }
 }
 
@@ -81,8 +85,8 @@ impl<B: Backend> BertSelfOutput<B> {
     }
 
     /// # Shapes
-    /// - hidden, residual: `[batch, seq, hidden]` -> `[batch, seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// - hidden, residual: `[tokens, hidden]` -> `[tokens, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 2>, residual: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = self.dropout.forward(self.dense.forward(hidden));
         self.layer_norm.forward(x + residual)
     }
@@ -104,8 +108,8 @@ impl<B: Backend> BertAttention<B> {
     }
 
     /// # Shapes
-    /// - hidden: `[batch, seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch, seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    /// - hidden: `[batch * seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch * seq, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 2>, mask_bias: Tensor<B, 4>) -> Tensor<B, 2> {
         let attended = self.self_attention.forward(hidden.clone(), mask_bias);
         self.output.forward(attended, hidden)
     }

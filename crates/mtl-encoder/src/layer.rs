@@ -79,8 +79,8 @@ impl<B: Backend> BertLayer<B> {
     }
 
     /// # Shapes
-    /// - hidden: `[batch, seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch, seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    /// - hidden: `[batch * seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch * seq, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 2>, mask_bias: Tensor<B, 4>) -> Tensor<B, 2> {
         let attended = self.attention.forward(hidden, mask_bias);
         let inner = self
             .intermediate
@@ -112,8 +112,12 @@ impl<B: Backend> BertEncoder<B> {
     /// # Shapes
     /// - hidden: `[batch, seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch, seq, hidden]`
     pub fn forward(&self, hidden: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        // Layers run on tokens flattened to rows: each linear layer is one matrix product.
+        let [batch, seq, width] = hidden.dims();
+        let rows = hidden.reshape([batch * seq, width]);
         self.layer
             .iter()
-            .fold(hidden, |h, layer| layer.forward(h, mask_bias.clone()))
+            .fold(rows, |h, layer| layer.forward(h, mask_bias.clone()))
+            .reshape([batch, seq, width])
     }
 }

@@ -30,6 +30,16 @@ const TOKENIZER_FILES: &[&str] = &[
     "vocab.txt",
 ];
 
+/// One worker per core on CPU backends, one on accelerators (which parallelise each operation).
+pub fn default_workers<B: Backend>(device: &B::Device) -> usize {
+    let name = B::name(device).to_lowercase();
+    if name.contains("ndarray") || name.contains("flex") || name.contains("cpu") {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}
+
 /// Everything of a sentence encoder that is not a trainable weight.
 #[derive(Debug, Clone)]
 pub struct EncoderSettings {
@@ -43,6 +53,8 @@ pub struct EncoderSettings {
     pub normalize: bool,
     /// Sentences per forward pass in `encode`.
     pub batch_size: usize,
+    /// Threads running batches concurrently in `encode` (CPU backends: one per core).
+    pub workers: usize,
     /// Tokenizer files (name, bytes) written back on save.
     pub tokenizer_files: Arc<Vec<(String, Vec<u8>)>>,
 }
@@ -175,6 +187,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 pooling: pooling.unwrap_or(Pooling::Mean),
                 normalize: normalize.unwrap_or(false),
                 batch_size: DEFAULT_BATCH_SIZE,
+                workers: default_workers::<B>(device),
                 tokenizer_files: Arc::new(tokenizer_files),
             },
         })
@@ -186,6 +199,7 @@ impl<B: Backend> SentenceEncoder<B> {
         config: BertConfig,
         tokenizer: SentenceTokenizer,
     ) -> Self {
+        let workers = default_workers::<B>(&bert.embeddings.word_embeddings.weight.device());
         Self {
             bert,
             settings: EncoderSettings {
@@ -194,6 +208,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 pooling: Pooling::Mean,
                 normalize: false,
                 batch_size: DEFAULT_BATCH_SIZE,
+                workers,
                 tokenizer_files: Arc::new(Vec::new()),
             },
         }
@@ -226,6 +241,12 @@ impl<B: Backend> SentenceEncoder<B> {
     /// Switches L2 normalisation on or off.
     pub fn with_normalize(mut self, normalize: bool) -> Self {
         self.settings.normalize = normalize;
+        self
+    }
+
+    /// Sets the number of threads running batches concurrently in `encode` (at least 1).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.settings.workers = workers.max(1);
         self
     }
 
@@ -308,13 +329,38 @@ impl<B: Backend> SentenceEncoder<B> {
         let encoded = self.tokenize(texts)?;
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| Reverse(encoded[i].len()));
-        let parts: Vec<Tensor<B, 2>> = order
-            .chunks(self.settings.batch_size)
-            .map(|chunk| {
-                let rows: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
-                self.forward(&self.batch(&rows))
-            })
-            .collect();
+        let chunks: Vec<&[usize]> = order.chunks(self.settings.batch_size).collect();
+        let run = |chunk: &[usize]| {
+            let rows: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+            self.forward(&self.batch(&rows))
+        };
+        let workers = self.settings.workers.clamp(1, chunks.len());
+        let parts: Vec<Tensor<B, 2>> = if workers == 1 {
+            chunks.iter().map(|c| run(c)).collect()
+        } else {
+            // Batches are spread over worker threads, each running its own forward passes:
+            // on CPU backends this keeps every core busy, element-wise operations included.
+            let mut parts: Vec<Option<Tensor<B, 2>>> = vec![None; chunks.len()];
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let (chunks, run) = (&chunks, &run);
+                        scope.spawn(move || {
+                            (w..chunks.len())
+                                .step_by(workers)
+                                .map(|i| (i, run(chunks[i])))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    for (i, t) in handle.join().expect("encoder worker panicked") {
+                        parts[i] = Some(t);
+                    }
+                }
+            });
+            parts.into_iter().map(|p| p.expect("every batch ran")).collect()
+        };
         let sorted = Tensor::cat(parts, 0);
         let mut inverse = vec![0i64; order.len()];
         for (position, &i) in order.iter().enumerate() {

@@ -359,7 +359,10 @@ impl<B: Backend> SentenceEncoder<B> {
                     }
                 }
             });
-            parts.into_iter().map(|p| p.expect("every batch ran")).collect()
+            parts
+                .into_iter()
+                .map(|p| p.expect("every batch ran"))
+                .collect()
         };
         let sorted = Tensor::cat(parts, 0);
         let mut inverse = vec![0i64; order.len()];
@@ -407,6 +410,19 @@ impl<B: Backend> SentenceEncoder<B> {
         )?;
         for (name, bytes) in settings.tokenizer_files.iter() {
             write_atomic(&dir.join(name), bytes)?;
+        }
+        if !settings
+            .tokenizer_files
+            .iter()
+            .any(|(name, _)| name == "tokenizer.json")
+        {
+            // Built in memory: serialise the tokenizer itself.
+            let json = settings
+                .tokenizer
+                .inner()
+                .to_string(true)
+                .map_err(|e| EncoderError::Tokenize(e.to_string()))?;
+            write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
         }
         let pooling = PoolingConfig::new(settings.pooling, self.dim());
         write_atomic(

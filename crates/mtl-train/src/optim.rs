@@ -102,16 +102,17 @@ impl OptimConfig {
     }
 }
 
-/// Gradients summed over micro-batches, by parameter path, on the inner backend.
+/// Gradients summed over micro-batches, by parameter path, on the inner backend (ordered, so
+/// the global norm is summed in the same order every time).
 pub struct GradAccumulator<B: Backend> {
-    grads: HashMap<String, Tensor<B, 1>>,
+    grads: BTreeMap<String, Tensor<B, 1>>,
     micro_batches: usize,
 }
 
 impl<B: Backend> Default for GradAccumulator<B> {
     fn default() -> Self {
         Self {
-            grads: HashMap::new(),
+            grads: BTreeMap::new(),
             micro_batches: 0,
         }
     }
@@ -119,7 +120,7 @@ impl<B: Backend> Default for GradAccumulator<B> {
 
 struct CollectGrads<'a, B: Backend> {
     grads: &'a mut GradientsParams,
-    into: &'a mut HashMap<String, Tensor<B, 1>>,
+    into: &'a mut BTreeMap<String, Tensor<B, 1>>,
     path: Vec<String>,
 }
 
@@ -212,7 +213,7 @@ pub struct StepStats {
 
 struct Update<'a, B: Backend> {
     optim: &'a mut AdamW<B>,
-    grads: HashMap<String, Tensor<B, 1>>,
+    grads: BTreeMap<String, Tensor<B, 1>>,
     grad_scale: f64,
     lr_factor: f64,
     path: Vec<String>,

@@ -1,0 +1,276 @@
+//! Training on a tiny model and a slice of the real UCI multi-task data: the loss falls, frozen
+//! parameters stay bit-identical, a resumed run ends exactly where an uninterrupted one does,
+//! and the outputs (model directory, metrics.jsonl, results.json) are written.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::Backend;
+use common::{model_dir, shared};
+use mtl::encoder::loader::module_tensors;
+use mtl::encoder::{BertConfig, Layout, SentenceEncoder, SentenceTokenizer};
+use mtl::model::{HeadOptions, MultiTaskModel, TaskSpec};
+use mtl::train::{
+    read_table, train, Dataset, ReadOptions, RunOptions, TrainConfig, TrainData, TrainError,
+};
+
+type AB = Autodiff<NdArray>;
+
+/// Dropout draws from the backend's process-wide RNG (seeded per step by the trainer), so runs
+/// that must be reproducible take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn uci(split: &str, rows: usize, tasks: Option<&[mtl::train::Task]>) -> Dataset {
+    let path = shared().join(format!("data/uci-mtl/{split}.tsv"));
+    let table = read_table(&path, &ReadOptions::default()).unwrap();
+    let mut data = match tasks {
+        None => Dataset::from_train(&[table], &[]).unwrap(),
+        Some(t) => Dataset::with_tasks(t, &[table], false).unwrap(),
+    };
+    data.examples.truncate(rows);
+    data
+}
+
+fn tiny_model(tasks: &Dataset) -> MultiTaskModel<AB> {
+    let config = BertConfig {
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 64,
+        ..BertConfig::default()
+    };
+    let device = Default::default();
+    AB::seed(&device, 3);
+    let bert = config.init::<AB>(&device);
+    let tokenizer =
+        SentenceTokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0).unwrap();
+    let encoder = SentenceEncoder::from_parts(bert, config, tokenizer);
+    let specs = tasks
+        .tasks
+        .iter()
+        .map(|t| TaskSpec::new(&t.name, t.labels.clone()))
+        .collect();
+    MultiTaskModel::new(encoder, specs, HeadOptions::default()).unwrap()
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    let mut config = TrainConfig {
+        epochs,
+        batch_size: 16,
+        seed: 9,
+        ..TrainConfig::default()
+    };
+    config.optim.lr = 2e-3;
+    config
+}
+
+fn params_of(dir: &Path) -> BTreeMap<String, Vec<f32>> {
+    let model = MultiTaskModel::<NdArray>::load(dir, &Default::default()).unwrap();
+    module_tensors(&model, |p| Some((p.to_string(), Layout::AsIs)))
+        .unwrap()
+        .into_iter()
+        .map(|(k, (_, v))| (k, v))
+        .collect()
+}
+
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn loss_falls_and_outputs_are_written() {
+    let _turn = serial();
+    let train_set = uci("train", 96, None);
+    let dev = uci("dev", 48, Some(&train_set.tasks));
+    let test = uci("test", 48, Some(&train_set.tasks));
+    let out = tempfile::tempdir().unwrap();
+    let data = TrainData {
+        train: &train_set,
+        dev: Some(&dev),
+        test: Some(&test),
+    };
+    let report = train(
+        tiny_model(&train_set),
+        data,
+        &config(6),
+        out.path(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert!(report.finished);
+    assert_eq!(report.steps, 6 * 6);
+    let records = jsonl(&out.path().join("metrics.jsonl"));
+    assert_eq!(records.len(), 7, "6 dev evaluations and 1 test");
+    for task in ["domain", "sentiment"] {
+        let first = records[0]["train_loss"][task].as_f64().unwrap();
+        let last = records[5]["train_loss"][task].as_f64().unwrap();
+        assert!(
+            last < first - 0.01,
+            "{task}: training loss went from {first} to {last}"
+        );
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["split"], "test");
+    for task in ["domain", "sentiment"] {
+        let acc = results["tasks"][task]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert_eq!(acc, report.test.as_ref().unwrap().tasks[task].accuracy);
+    }
+    // The resulting model is the best dev epoch's and loads as a model directory.
+    let best = report.best.unwrap();
+    let model =
+        MultiTaskModel::<NdArray>::load(out.path().join("model"), &Default::default()).unwrap();
+    let texts: Vec<&str> = dev.examples.iter().map(|e| e.text.as_str()).collect();
+    let encoded = model.encoder.tokenize(&texts).unwrap();
+    let metrics = mtl::train::evaluate(&model, &dev, &encoded, None, 64).unwrap();
+    assert_eq!(metrics[0], best.tasks["domain"]);
+    assert_eq!(metrics[1], best.tasks["sentiment"]);
+}
+
+#[test]
+fn frozen_parameters_stay_bit_identical() {
+    let _turn = serial();
+    let train_set = uci("train", 48, None);
+    for policy in ["encoder", "layers:1,head:sentiment"] {
+        let out = tempfile::tempdir().unwrap();
+        let model = tiny_model(&train_set);
+        model.save(out.path().join("initial")).unwrap();
+        let mut cfg = config(2);
+        cfg.freeze = policy.parse().unwrap();
+        let data = TrainData {
+            train: &train_set,
+            dev: None,
+            test: None,
+        };
+        train(model, data, &cfg, out.path(), &RunOptions::default()).unwrap();
+        let before = params_of(&out.path().join("initial"));
+        let after = params_of(&out.path().join("model"));
+        let frozen = |p: &str| match policy {
+            "encoder" => p.starts_with("encoder."),
+            _ => {
+                p.starts_with("encoder.bert.embeddings.")
+                    || p.starts_with("encoder.bert.encoder.layer.0.")
+                    || p.starts_with("heads.1.")
+            }
+        };
+        let mut changed = 0;
+        for (path, old) in &before {
+            if frozen(path) {
+                assert!(old == &after[path], "{policy}: frozen {path} changed");
+            } else if old != &after[path] {
+                changed += 1;
+            }
+        }
+        assert!(changed > 0, "{policy}: nothing trained");
+    }
+}
+
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    let _turn = serial();
+    let train_set = uci("train", 80, None);
+    let dev = uci("dev", 32, Some(&train_set.tasks));
+    let run = |out: &Path, options: &RunOptions| {
+        let data = TrainData {
+            train: &train_set,
+            dev: Some(&dev),
+            test: None,
+        };
+        train(tiny_model(&train_set), data, &config(3), out, options).unwrap()
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let full = run(whole.path(), &RunOptions::default());
+    assert!(full.finished);
+
+    let parts = tempfile::tempdir().unwrap();
+    // Killed inside epoch 2 (5 batches per epoch), then resumed.
+    let first = run(
+        parts.path(),
+        &RunOptions {
+            stop_after_steps: Some(7),
+            ..RunOptions::default()
+        },
+    );
+    assert!(!first.finished);
+    assert_eq!(first.steps, 7);
+    let resumed = run(
+        parts.path(),
+        &RunOptions {
+            resume: true,
+            ..RunOptions::default()
+        },
+    );
+    assert!(resumed.finished);
+    assert_eq!(resumed.steps, full.steps);
+    for dir in ["checkpoint/model", "model"] {
+        let (a, b) = (
+            params_of(&whole.path().join(dir)),
+            params_of(&parts.path().join(dir)),
+        );
+        assert_eq!(a.len(), b.len());
+        for (path, values) in &a {
+            assert!(values == &b[path], "{dir}: {path} differs after resuming");
+        }
+    }
+    let strip = |records: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        records
+            .into_iter()
+            .map(|r| serde_json::json!({"step": r["step"], "tasks": r["tasks"]}))
+            .collect()
+    };
+    assert_eq!(
+        strip(jsonl(&whole.path().join("metrics.jsonl"))),
+        strip(jsonl(&parts.path().join("metrics.jsonl")))
+    );
+
+    // Resuming with other settings is refused.
+    let mut other = config(3);
+    other.optim.lr = 1e-4;
+    let data = TrainData {
+        train: &train_set,
+        dev: Some(&dev),
+        test: None,
+    };
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let err = train(tiny_model(&train_set), data, &other, parts.path(), &resume).unwrap_err();
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+}
+
+#[test]
+fn data_tasks_must_match_the_model() {
+    let _turn = serial();
+    let train_set = uci("train", 16, None);
+    let mut model_tasks = train_set.clone();
+    model_tasks.tasks[1].labels.reverse();
+    let data = TrainData {
+        train: &train_set,
+        dev: None,
+        test: None,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let err = train(
+        tiny_model(&model_tasks),
+        data,
+        &config(1),
+        out.path(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sentiment"), "{err}");
+}

@@ -3,12 +3,12 @@
 
 mod common;
 
-use burn::backend::NdArray;
 use common::{max_abs_diff, model_dir, shared};
 use mtl::encoder::SentenceEncoder;
 use serde_json::Value;
 
-type B = NdArray;
+/// The backend compiled in (NdArray by default; CUDA with `--features cuda`).
+type B = mtl::backend::Backend;
 
 struct Reference {
     text: String,
@@ -50,7 +50,7 @@ fn reference() -> Vec<Reference> {
 }
 
 fn encoder() -> SentenceEncoder<B> {
-    SentenceEncoder::load(model_dir(), &Default::default()).expect("load all-MiniLM-L6-v2")
+    SentenceEncoder::load(model_dir(), &mtl::backend::device()).expect("load all-MiniLM-L6-v2")
 }
 
 #[test]

@@ -14,8 +14,7 @@ use crate::sampler::Rng;
 /// One evaluation, as written to `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
-    /// Epochs completed when evaluated (fractional inside an epoch is not tracked: the epoch
-    /// being run, 1-based).
+    /// The epoch (1-based) that was run when evaluated.
     pub epoch: usize,
     /// Optimizer steps done.
     pub step: usize,

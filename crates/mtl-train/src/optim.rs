@@ -177,7 +177,7 @@ impl<B: Backend> GradAccumulator<B> {
         let squares: Vec<Tensor<B, 1>> = self
             .grads
             .values()
-            .map(|g| g.clone().powi_scalar(2).sum())
+            .map(|g| (g.clone() * g.clone()).sum())
             .collect();
         if squares.is_empty() {
             return 0.0;
@@ -253,7 +253,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
         });
         let steps = state.steps + 1;
         let m = state.m * beta1 + g.clone() * (1.0 - beta1);
-        let v = state.v * beta2 + g.powi_scalar(2) * (1.0 - beta2);
+        let v = state.v * beta2 + g.clone() * g * (1.0 - beta2);
         let bias1 = 1.0 - beta1.powi(steps as i32);
         let bias2 = 1.0 - beta2.powi(steps as i32);
         let denom = (v.clone() / bias2).sqrt() + eps;

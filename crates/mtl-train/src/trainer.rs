@@ -466,6 +466,7 @@ pub fn train<AB: AutodiffBackend>(
 
     // One evaluation on dev: record, select, maybe stop.
     let evaluate_dev = |trainable: &Trainable<AB>,
+                        epoch: usize,
                         state: &mut TrainState,
                         loss_sums: &mut Vec<f64>,
                         loss_counts: &mut Vec<usize>,
@@ -494,7 +495,7 @@ pub fn train<AB: AutodiffBackend>(
             trainable.model.tasks(),
             metrics,
             "dev",
-            state.epoch + 1,
+            epoch,
             state.step,
             train_loss,
         );
@@ -615,6 +616,7 @@ pub fn train<AB: AutodiffBackend>(
                 if config.eval_every.is_some_and(|n| state.step % n == 0)
                     && evaluate_dev(
                         &trainable,
+                        state.epoch + 1,
                         &mut state,
                         &mut loss_sums,
                         &mut loss_counts,
@@ -647,6 +649,7 @@ pub fn train<AB: AutodiffBackend>(
         if config.eval_every.is_none()
             && evaluate_dev(
                 &trainable,
+                state.epoch,
                 &mut state,
                 &mut loss_sums,
                 &mut loss_counts,

@@ -1,0 +1,159 @@
+//! Throughput benchmark: encode sentences/s at several batch sizes, multi-task training steps/s,
+//! model load time and peak RSS, on the backend compiled in.
+//!
+//! cargo run --release --example bench -- --model models/all-MiniLM-L6-v2 --corpus ../shared/bench/corpus.txt
+//! The PyTorch side: ../shared/bench/pytorch_baseline.py (see its docstring), run in the same sitting.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Parser;
+use mtl::backend::{device, Backend, TrainBackend, NAME};
+use mtl::encoder::{Encoded, SentenceEncoder};
+use mtl::model::{seed_tasks, HeadOptions, MultiTaskModel};
+use mtl::train::loss::cross_entropy;
+use mtl::train::optim::{AdamW, GradAccumulator, OptimConfig};
+use mtl::train::sampler::Rng;
+
+#[derive(Parser)]
+#[command(about = "Benchmark encoding and training throughput")]
+struct Args {
+    #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+    model: PathBuf,
+    #[arg(long, default_value = "../shared/bench/corpus.txt")]
+    corpus: PathBuf,
+    /// Encode batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,128")]
+    batch_sizes: Vec<usize>,
+    /// Sentences encoded at batch size 1 (the slowest case; 0 = all).
+    #[arg(long, default_value_t = 500)]
+    batch1_sentences: usize,
+    /// Timed training steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    train_steps: usize,
+    /// Training batch size.
+    #[arg(long, default_value_t = 32)]
+    train_batch: usize,
+    /// Encoder worker threads (default: one per core on CPU backends).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+/// Peak resident set size since the last reset, in MiB (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets the peak RSS counter (Linux: `5` to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn row(case: &str, batch: usize, per_s: f64, rss: Option<f64>) {
+    let rss = rss.map_or("-".to_string(), |r| format!("{r:.0}"));
+    println!("| {NAME} | {case} | {batch} | {per_s:.1} | {rss} |");
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let corpus = std::fs::read_to_string(&args.corpus)
+        .map_err(|e| format!("{}: {e}", args.corpus.display()))?;
+    let sentences: Vec<&str> = corpus.lines().collect();
+    let device = device();
+
+    println!("| backend | case | batch | sentences/s | peak RSS (MiB) |");
+    println!("|---|---|---|---|---|");
+
+    reset_peak_rss();
+    let start = Instant::now();
+    let mut encoder = SentenceEncoder::<Backend>::load(&args.model, &device)?;
+    let load_s = start.elapsed().as_secs_f64();
+    if let Some(w) = args.workers {
+        encoder = encoder.with_workers(w);
+    }
+    println!(
+        "| {NAME} | load model | - | {load_s:.3} s | {:.0} |",
+        peak_rss_mib().unwrap_or(0.0)
+    );
+    encoder.encode(&sentences[..8])?; // warm-up
+
+    for &batch in &args.batch_sizes {
+        let n = if batch == 1 && args.batch1_sentences > 0 {
+            args.batch1_sentences.min(sentences.len())
+        } else {
+            sentences.len()
+        };
+        let enc = encoder.clone().with_batch_size(batch);
+        reset_peak_rss();
+        let start = Instant::now();
+        let out = enc.encode(&sentences[..n])?;
+        let _ = out.into_data(); // wait for the backend
+        let s = start.elapsed().as_secs_f64();
+        row(
+            &format!("encode ({n} sentences)"),
+            batch,
+            n as f64 / s,
+            peak_rss_mib(),
+        );
+    }
+
+    // Training: encoder + mean pooling + heads (3 and 2 classes), summed cross-entropy, AdamW,
+    // batches from a seeded shuffle of the corpus, pre-tokenized.
+    let train_encoder = SentenceEncoder::<TrainBackend>::load(&args.model, &device)?;
+    let options = HeadOptions {
+        dropout: 0.0,
+        ..HeadOptions::default()
+    };
+    let mut model = MultiTaskModel::new(train_encoder, seed_tasks(), options)?;
+    let encoded: Vec<Encoded> = model.encoder.tokenize(&sentences)?;
+    let mut rng = Rng::new(7);
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    rng.shuffle(&mut order);
+    let config = OptimConfig {
+        lr: 2e-5,
+        weight_decay: 0.01,
+        max_grad_norm: None,
+        ..OptimConfig::default()
+    };
+    let mut optim = AdamW::new(config, model.encoder.bert.num_layers())?;
+    let mut acc = GradAccumulator::default();
+    let b = args.train_batch;
+    reset_peak_rss();
+    let mut timed = 0.0;
+    for step in 0..(3 + args.train_steps) {
+        let rows: Vec<usize> = (0..b)
+            .map(|i| order[(step * b + i) % order.len()])
+            .collect();
+        let start = Instant::now();
+        let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();
+        let batch = model.encoder.batch(&refs);
+        let out = model.forward(&batch);
+        let labels = |n: i64| -> Tensor<TrainBackend, 1, Int> {
+            let v: Vec<i64> = rows.iter().map(|&r| r as i64 % n).collect();
+            Tensor::from_data(TensorData::new(v, [b]), &device)
+        };
+        let loss = cross_entropy(out.logits[0].clone(), labels(3))
+            + cross_entropy(out.logits[1].clone(), labels(2));
+        acc.add(&model, GradientsParams::from_grads(loss.backward(), &model));
+        let (next, _) = optim.step(model, &mut acc, 1.0);
+        model = next;
+        let _ = model.heads[0].out_proj.weight.val().into_data();
+        if step >= 3 {
+            timed += start.elapsed().as_secs_f64();
+        }
+    }
+    row(
+        "multi-task training step (2 heads, AdamW)",
+        b,
+        (args.train_steps * b) as f64 / timed,
+        peak_rss_mib(),
+    );
+    let _ = model.valid();
+    Ok(())
+}

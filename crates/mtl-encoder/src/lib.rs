@@ -17,4 +17,4 @@ pub use error::{EncoderError, Result};
 pub use loader::{Checkpoint, KeyRule, Layout};
 pub use pooling::{l2_normalize, Pooling, PoolingConfig};
 pub use sentence_encoder::{EncoderSettings, SentenceEncoder, DEFAULT_BATCH_SIZE};
-pub use tokenize::{Encoded, SentenceTokenizer, TokenBatch};
+pub use tokenize::{length_sorted_batches, unsort_rows, Encoded, SentenceTokenizer, TokenBatch};

@@ -1,12 +1,11 @@
 //! `SentenceEncoder`: a BERT model with its tokenizer and pooling, loaded from a Hugging Face /
 //! sentence-transformers directory, turning sentences into embeddings.
 
-use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 use serde::Deserialize;
 
 use crate::bert::BertModel;
@@ -17,7 +16,7 @@ use crate::loader::{
     Checkpoint,
 };
 use crate::pooling::{l2_normalize, Pooling, PoolingConfig};
-use crate::tokenize::{Encoded, SentenceTokenizer, TokenBatch};
+use crate::tokenize::{length_sorted_batches, unsort_rows, Encoded, SentenceTokenizer, TokenBatch};
 
 /// The default number of sentences per forward pass in [`SentenceEncoder::encode`].
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -327,51 +326,49 @@ impl<B: Backend> SentenceEncoder<B> {
             return Ok(Tensor::zeros([0, self.dim()], &device));
         }
         let encoded = self.tokenize(texts)?;
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| Reverse(encoded[i].len()));
-        let chunks: Vec<&[usize]> = order.chunks(self.settings.batch_size).collect();
-        let run = |chunk: &[usize]| {
-            let rows: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+        let batches = length_sorted_batches(&encoded, self.settings.batch_size);
+        let parts = self.map_batches(&batches, |rows| {
+            let rows: Vec<&Encoded> = rows.iter().map(|&i| &encoded[i]).collect();
             self.forward(&self.batch(&rows))
-        };
-        let workers = self.settings.workers.clamp(1, chunks.len());
-        let parts: Vec<Tensor<B, 2>> = if workers == 1 {
-            chunks.iter().map(|c| run(c)).collect()
-        } else {
-            // Batches are spread over worker threads, each running its own forward passes:
-            // on CPU backends this keeps every core busy, element-wise operations included.
-            let mut parts: Vec<Option<Tensor<B, 2>>> = vec![None; chunks.len()];
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..workers)
-                    .map(|w| {
-                        let (chunks, run) = (&chunks, &run);
-                        scope.spawn(move || {
-                            (w..chunks.len())
-                                .step_by(workers)
-                                .map(|i| (i, run(chunks[i])))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                for handle in handles {
-                    for (i, t) in handle.join().expect("encoder worker panicked") {
-                        parts[i] = Some(t);
-                    }
-                }
-            });
-            parts
-                .into_iter()
-                .map(|p| p.expect("every batch ran"))
-                .collect()
-        };
-        let sorted = Tensor::cat(parts, 0);
-        let mut inverse = vec![0i64; order.len()];
-        for (position, &i) in order.iter().enumerate() {
-            inverse[i] = position as i64;
+        });
+        Ok(unsort_rows(parts, &batches))
+    }
+
+    /// Runs `f` on every batch, spread over the encoder's worker threads (each running its own
+    /// forward passes: on CPU backends this keeps every core busy, element-wise operations
+    /// included); results in batch order.
+    pub fn map_batches<T: Send>(
+        &self,
+        batches: &[Vec<usize>],
+        f: impl Fn(&[usize]) -> T + Sync,
+    ) -> Vec<T> {
+        let workers = self.settings.workers.clamp(1, batches.len().max(1));
+        if workers == 1 {
+            return batches.iter().map(|b| f(b)).collect();
         }
-        let n = inverse.len();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(inverse, [n]), &device);
-        Ok(sorted.select(0, index))
+        let mut results: Vec<Option<T>> = (0..batches.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let f = &f;
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    scope.spawn(move || {
+                        (w..batches.len())
+                            .step_by(workers)
+                            .map(|i| (i, f(&batches[i])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for handle in handles {
+                for (i, t) in handle.join().expect("encoder worker panicked") {
+                    results[i] = Some(t);
+                }
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.expect("every batch ran"))
+            .collect()
     }
 
     /// Embeds sentences into plain vectors, in input order.

@@ -113,6 +113,30 @@ impl SentenceTokenizer {
     }
 }
 
+/// Row indices ordered by decreasing token count (ties keep input order), cut into batches of
+/// `size`: sorting by length keeps padding minimal.
+pub fn length_sorted_batches(encoded: &[Encoded], size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
+    order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+/// Puts rows computed batch by batch (in the order of `batches`, concatenated) back in input
+/// order.
+///
+/// # Shapes
+/// - parts: `[batch_i, d]` per batch -> `[n, d]`
+pub fn unsort_rows<B: Backend>(parts: Vec<Tensor<B, 2>>, batches: &[Vec<usize>]) -> Tensor<B, 2> {
+    let n: usize = batches.iter().map(Vec::len).sum();
+    let device = parts[0].device();
+    let mut inverse = vec![0i64; n];
+    for (position, &row) in batches.iter().flatten().enumerate() {
+        inverse[row] = position as i64;
+    }
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(inverse, [n]), &device);
+    Tensor::cat(parts, 0).select(0, index)
+}
+
 /// A padded batch of token ids on a device.
 #[derive(Debug, Clone)]
 pub struct TokenBatch<B: Backend> {

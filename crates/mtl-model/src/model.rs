@@ -1,11 +1,10 @@
 //! `MultiTaskModel`: one shared sentence encoder, one classification head per named task.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
-use mtl_encoder::{l2_normalize, Encoded, SentenceEncoder, TokenBatch};
+use mtl_encoder::{l2_normalize, length_sorted_batches, Encoded, SentenceEncoder, TokenBatch};
 use mtl_heads::{ClassificationHead, ClassificationHeadConfig, HeadActivation};
 use serde::{Deserialize, Serialize};
 
@@ -228,22 +227,28 @@ impl<B: Backend> MultiTaskModel<B> {
     /// size. Run it on an inference model (`model.valid()` of a training model) so dropout is off.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<TaskPrediction>>> {
         let encoded = self.encoder.tokenize(texts)?;
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| Reverse(encoded[i].len()));
-        let mut out: Vec<Vec<TaskPrediction>> = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(self.encoder.settings.batch_size.max(1)) {
-            let rows: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+        let batches = length_sorted_batches(&encoded, self.encoder.settings.batch_size);
+        let probabilities = self.encoder.map_batches(&batches, |rows| {
+            let rows: Vec<&Encoded> = rows.iter().map(|&i| &encoded[i]).collect();
             let output = self.forward(&self.encoder.batch(&rows));
-            for (task, logits) in self.meta.tasks.iter().zip(output.logits) {
-                let n = task.num_classes();
-                let probs = softmax(logits, 1)
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .map_err(|e| {
-                        ModelError::InvalidHead(format!("cannot read probabilities: {e:?}"))
-                    })?;
-                for (&row, p) in chunk.iter().zip(probs.chunks(n)) {
+            output
+                .logits
+                .into_iter()
+                .map(|logits| {
+                    softmax(logits, 1)
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec::<f32>()
+                })
+                .collect::<std::result::Result<Vec<Vec<f32>>, _>>()
+        });
+        let mut out: Vec<Vec<TaskPrediction>> = vec![Vec::new(); texts.len()];
+        for (rows, per_task) in batches.iter().zip(probabilities) {
+            let per_task = per_task.map_err(|e| {
+                ModelError::InvalidHead(format!("cannot read probabilities: {e:?}"))
+            })?;
+            for (task, probs) in self.meta.tasks.iter().zip(per_task) {
+                for (&row, p) in rows.iter().zip(probs.chunks(task.num_classes())) {
                     let (index, &probability) = p
                         .iter()
                         .enumerate()

@@ -1,7 +1,6 @@
 //! The multi-task training loop: task-sampled batches, per-task losses, AdamW with warmup and
 //! decay, evaluation with early stopping, checkpoints and exact resume.
 
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use mtl_encoder::Encoded;
+use mtl_encoder::{length_sorted_batches, unsort_rows, Encoded};
 use mtl_model::{FreezePolicy, MultiTaskModel};
 use serde::{Deserialize, Serialize};
 
@@ -165,13 +164,6 @@ fn tokenize<B: Backend>(model: &MultiTaskModel<B>, data: &Dataset) -> Result<Vec
     Ok(model.encoder.tokenize(&texts)?)
 }
 
-/// Row indices sorted by decreasing token count, in chunks of `size`.
-fn length_sorted_chunks(encoded: &[Encoded], size: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| Reverse(encoded[i].len()));
-    order.chunks(size).map(<[usize]>::to_vec).collect()
-}
-
 fn index_tensor<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
     Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
@@ -183,21 +175,12 @@ fn embed_all<B: Backend>(
     encoded: &[Encoded],
     batch: usize,
 ) -> Tensor<B, 2> {
-    let device = model.encoder.device();
-    let chunks = length_sorted_chunks(encoded, batch);
-    let parts: Vec<Tensor<B, 2>> = chunks
-        .iter()
-        .map(|rows| {
-            let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();
-            model.embed(&model.encoder.batch(&refs))
-        })
-        .collect();
-    let order: Vec<usize> = chunks.concat();
-    let mut inverse = vec![0; order.len()];
-    for (position, &row) in order.iter().enumerate() {
-        inverse[row] = position;
-    }
-    Tensor::cat(parts, 0).select(0, index_tensor(&inverse, &device))
+    let batches = length_sorted_batches(encoded, batch);
+    let parts = model.encoder.map_batches(&batches, |rows| {
+        let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();
+        model.embed(&model.encoder.batch(&refs))
+    });
+    unsort_rows(parts, &batches)
 }
 
 /// Per task metrics of `model` on `data` (rows without a label for a task are not counted).
@@ -214,7 +197,7 @@ pub fn evaluate<B: Backend>(
         .iter()
         .map(|t| ConfusionMatrix::new(t.num_classes()))
         .collect();
-    for rows in length_sorted_chunks(encoded, batch) {
+    for rows in length_sorted_batches(encoded, batch) {
         let embeddings = match cache {
             Some(c) => c.clone().select(0, index_tensor(&rows, &device)),
             None => {

@@ -44,21 +44,7 @@ struct Line<'a> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let mut texts: Vec<String> = Vec::new();
-    if let Some(path) = &args.input {
-        let content = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let content = content.strip_suffix('\n').unwrap_or(&content);
-        texts.extend(
-            content
-                .split('\n')
-                .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()),
-        );
-    }
-    texts.extend(args.sentences.iter().cloned());
-    if texts.is_empty() {
-        return Err("no sentences: give them as arguments or with --input FILE".into());
-    }
+    let texts = mtl::cli::read_sentences(args.input.as_deref(), &args.sentences)?;
 
     let start = Instant::now();
     let mut encoder =

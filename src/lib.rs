@@ -2,6 +2,7 @@
 //! trained together; generic over burn backends, chosen at compile time by Cargo feature.
 
 pub mod backend;
+pub mod cli;
 
 pub use mtl_encoder as encoder;
 pub use mtl_heads as heads;

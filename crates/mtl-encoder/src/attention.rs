@@ -1,11 +1,11 @@
 //! Padding-masked multi-head self-attention, with Hugging Face's module names.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear, LinearConfig};
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
 use crate::config::BertConfig;
-use crate::embeddings::normal_init;
+use crate::embeddings::{layer_norm, normal_init};
 
 pub(crate) fn linear<B: Backend>(
     config: &BertConfig,
@@ -77,9 +77,7 @@ impl<B: Backend> BertSelfOutput<B> {
     pub fn init(config: &BertConfig, device: &B::Device) -> Self {
         Self {
             dense: linear(config, config.hidden_size, config.hidden_size, device),
-            layer_norm: LayerNormConfig::new(config.hidden_size)
-                .with_epsilon(config.layer_norm_eps)
-                .init(device),
+            layer_norm: layer_norm(config, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         }
     }

@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(config.extra["transformers_version"], "4.8.2");
         let mut back: BertConfig = serde_json::from_value(config.to_hf_json()).unwrap();
         // Writing adds the architecture transformers needs to pick the model class.
-        assert_eq!(back.extra.remove("architectures"), Some(serde_json::json!(["BertModel"])));
+        assert_eq!(
+            back.extra.remove("architectures"),
+            Some(serde_json::json!(["BertModel"]))
+        );
         assert_eq!(back, config);
     }
 

@@ -18,6 +18,13 @@ pub struct BertEmbeddings<B: Backend> {
     pub dropout: Dropout,
 }
 
+/// A LayerNorm of the hidden width with the configured epsilon.
+pub(crate) fn layer_norm<B: Backend>(config: &BertConfig, device: &B::Device) -> LayerNorm<B> {
+    LayerNormConfig::new(config.hidden_size)
+        .with_epsilon(config.layer_norm_eps)
+        .init(device)
+}
+
 pub(crate) fn normal_init(config: &BertConfig) -> Initializer {
     Initializer::Normal {
         mean: 0.0,
@@ -37,9 +44,7 @@ impl<B: Backend> BertEmbeddings<B> {
             word_embeddings: embedding(config.vocab_size),
             position_embeddings: embedding(config.max_position_embeddings),
             token_type_embeddings: embedding(config.type_vocab_size),
-            layer_norm: LayerNormConfig::new(config.hidden_size)
-                .with_epsilon(config.layer_norm_eps)
-                .init(device),
+            layer_norm: layer_norm(config, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         }
     }

@@ -331,7 +331,7 @@ impl<B: Backend> SentenceEncoder<B> {
             let rows: Vec<&Encoded> = rows.iter().map(|&i| &encoded[i]).collect();
             self.forward(&self.batch(&rows))
         });
-        Ok(unsort_rows(parts, &batches))
+        Ok(unsort_rows(parts, &batches, self.dim(), &device))
     }
 
     /// Runs `f` on every batch, spread over the encoder's worker threads (each running its own

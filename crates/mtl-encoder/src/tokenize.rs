@@ -125,15 +125,22 @@ pub fn length_sorted_batches(encoded: &[Encoded], size: usize) -> Vec<Vec<usize>
 /// order.
 ///
 /// # Shapes
-/// - parts: `[batch_i, d]` per batch -> `[n, d]`
-pub fn unsort_rows<B: Backend>(parts: Vec<Tensor<B, 2>>, batches: &[Vec<usize>]) -> Tensor<B, 2> {
+/// - parts: `[batch_i, width]` per batch -> `[n, width]` (`[0, width]` without batches)
+pub fn unsort_rows<B: Backend>(
+    parts: Vec<Tensor<B, 2>>,
+    batches: &[Vec<usize>],
+    width: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
     let n: usize = batches.iter().map(Vec::len).sum();
-    let device = parts[0].device();
+    if parts.is_empty() {
+        return Tensor::zeros([0, width], device);
+    }
     let mut inverse = vec![0i64; n];
     for (position, &row) in batches.iter().flatten().enumerate() {
         inverse[row] = position as i64;
     }
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(inverse, [n]), &device);
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(inverse, [n]), device);
     Tensor::cat(parts, 0).select(0, index)
 }
 

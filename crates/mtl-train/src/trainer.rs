@@ -180,7 +180,12 @@ fn embed_all<B: Backend>(
         let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();
         model.embed(&model.encoder.batch(&refs))
     });
-    unsort_rows(parts, &batches)
+    unsort_rows(
+        parts,
+        &batches,
+        model.encoder.dim(),
+        &model.encoder.device(),
+    )
 }
 
 /// Per task metrics of `model` on `data` (rows without a label for a task are not counted).

@@ -159,12 +159,20 @@ impl<B: Backend> SentenceEncoder<B> {
             }
         }
         .min(config.max_position_embeddings);
+        // The tokenizer (JSON parsing) loads on a second thread while the weights load here.
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = SentenceTokenizer::from_file(
-            &tokenizer_path,
-            max_seq_length,
-            config.pad_token_id as u32,
-        )?;
+        let pad_id = config.pad_token_id as u32;
+        let (tokenizer, bert) = std::thread::scope(|scope| {
+            let tokenizer = scope
+                .spawn(|| SentenceTokenizer::from_file(&tokenizer_path, max_seq_length, pad_id));
+            let bert = Checkpoint::open(&dir.join("model.safetensors")).and_then(|checkpoint| {
+                load_module(config.init::<B>(device), &checkpoint, bert_key_rule)
+            });
+            (tokenizer.join().expect("tokenizer loading panicked"), bert)
+        });
+        // A missing tokenizer is reported before a checkpoint problem.
+        let tokenizer = tokenizer?;
+        let bert = bert?;
         let mut tokenizer_files = Vec::new();
         for name in TOKENIZER_FILES {
             let path = dir.join(name);
@@ -174,9 +182,6 @@ impl<B: Backend> SentenceEncoder<B> {
                 tokenizer_files.push((name.to_string(), bytes));
             }
         }
-
-        let checkpoint = Checkpoint::open(&dir.join("model.safetensors"))?;
-        let bert = load_module(config.init::<B>(device), &checkpoint, bert_key_rule)?;
 
         Ok(Self {
             bert,

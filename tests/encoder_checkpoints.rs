@@ -21,14 +21,7 @@ const SENTENCES: [&str; 2] = [
 ];
 
 fn tiny_config() -> BertConfig {
-    BertConfig {
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 64,
-        max_position_embeddings: 64,
-        ..BertConfig::default()
-    }
+    common::tiny_config(2)
 }
 
 fn tokenizer(max_len: usize) -> SentenceTokenizer {

@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use common::model_dir;
 use mtl::encoder::loader::module_tensors;
-use mtl::encoder::{BertConfig, Layout, SentenceEncoder, SentenceTokenizer};
+use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{FreezePolicy, HeadOptions, ModelError, MultiTaskModel, TaskSpec};
 
 type B = NdArray;
@@ -147,14 +147,7 @@ fn predict_gives_distributions_and_argmax_labels() {
 }
 
 fn tiny_model() -> MultiTaskModel<AB> {
-    let config = BertConfig {
-        hidden_size: 32,
-        num_hidden_layers: 3,
-        num_attention_heads: 4,
-        intermediate_size: 64,
-        max_position_embeddings: 64,
-        ..BertConfig::default()
-    };
+    let config = common::tiny_config(3);
     AB::seed(&Default::default(), 11);
     let tokenizer =
         SentenceTokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0).unwrap();

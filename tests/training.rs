@@ -11,7 +11,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use common::{model_dir, shared};
 use mtl::encoder::loader::module_tensors;
-use mtl::encoder::{BertConfig, Layout, SentenceEncoder, SentenceTokenizer};
+use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{HeadOptions, MultiTaskModel, TaskSpec};
 use mtl::train::{
     read_table, train, Dataset, ReadOptions, RunOptions, TrainConfig, TrainData, TrainError,
@@ -39,14 +39,7 @@ fn uci(split: &str, rows: usize, tasks: Option<&[mtl::train::Task]>) -> Dataset 
 }
 
 fn tiny_model(tasks: &Dataset) -> MultiTaskModel<AB> {
-    let config = BertConfig {
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 64,
-        max_position_embeddings: 64,
-        ..BertConfig::default()
-    };
+    let config = common::tiny_config(2);
     let device = Default::default();
     AB::seed(&device, 3);
     let bert = config.init::<AB>(&device);

@@ -28,6 +28,19 @@ pub fn shared() -> PathBuf {
         .unwrap_or_else(|| root().join("../shared"))
 }
 
+/// A small random-initialisable BERT (hidden 32, 4 heads) with `layers` layers and the
+/// bert-base vocabulary, so the real tokenizer fits it.
+pub fn tiny_config(layers: usize) -> mtl::encoder::BertConfig {
+    mtl::encoder::BertConfig {
+        hidden_size: 32,
+        num_hidden_layers: layers,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 64,
+        ..mtl::encoder::BertConfig::default()
+    }
+}
+
 /// The largest absolute difference of two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");

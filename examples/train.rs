@@ -4,7 +4,7 @@
 //!     --train ../shared/data/uci-mtl/train.tsv --dev ../shared/data/uci-mtl/dev.tsv \
 //!     --test ../shared/data/uci-mtl/test.tsv --out runs/uci
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
 use mtl::backend::{device, TrainBackend, NAME};
@@ -286,10 +286,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(test) = &report.test {
         print_record(test);
     }
-    println!("model: {}", display(&report.model_dir));
+    println!("model: {}", report.model_dir.display());
     Ok(())
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

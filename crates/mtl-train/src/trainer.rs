@@ -615,15 +615,14 @@ pub fn train<AB: AutodiffBackend>(
                     state.finished = true;
                     break 'epochs;
                 }
-                if config.checkpoint_every.is_some_and(|n| state.step % n == 0)
-                    && index + 1 < plan.len()
+                let stop = options.stop_after_steps.is_some_and(|n| state.step >= n);
+                let mid_epoch = index + 1 < plan.len();
+                if mid_epoch
+                    && (stop || config.checkpoint_every.is_some_and(|n| state.step % n == 0))
                 {
                     save_checkpoint(&trainable, &optim, &state)?;
                 }
-                if options.stop_after_steps.is_some_and(|n| state.step >= n)
-                    && index + 1 < plan.len()
-                {
-                    save_checkpoint(&trainable, &optim, &state)?;
+                if mid_epoch && stop {
                     interrupted = true;
                     break 'epochs;
                 }

@@ -31,7 +31,7 @@ impl Activation {
     /// - x: any -> same
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Self::Gelu => activation::gelu(x),
+            Self::Gelu => crate::activation::gelu(x),
             Self::GeluNew => activation::gelu_approximate(x),
             Self::Relu => activation::relu(x),
         }

@@ -1,5 +1,6 @@
 //! A BERT sentence encoder that reproduces sentence-transformers, generic over burn backends.
 
+pub mod activation;
 pub mod attention;
 pub mod bert;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod layer;
 pub mod loader;
 pub mod pooling;
 pub mod sentence_encoder;
+pub mod threads;
 pub mod tokenize;
 
 pub use bert::BertModel;
@@ -17,4 +19,5 @@ pub use error::{EncoderError, Result};
 pub use loader::{Checkpoint, KeyRule, Layout};
 pub use pooling::{l2_normalize, Pooling, PoolingConfig};
 pub use sentence_encoder::{EncoderSettings, SentenceEncoder, DEFAULT_BATCH_SIZE};
+pub use threads::{blas_threads, SingleThreadedBlas};
 pub use tokenize::{length_sorted_batches, unsort_rows, Encoded, SentenceTokenizer, TokenBatch};

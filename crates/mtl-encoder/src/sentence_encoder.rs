@@ -351,6 +351,7 @@ impl<B: Backend> SentenceEncoder<B> {
         if workers == 1 {
             return batches.iter().map(|b| f(b)).collect();
         }
+        let _blas = crate::threads::SingleThreadedBlas::new();
         let mut results: Vec<Option<T>> = (0..batches.len()).map(|_| None).collect();
         std::thread::scope(|scope| {
             let f = &f;

@@ -42,7 +42,7 @@ impl HeadActivation {
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Self::Relu => activation::relu(x),
-            Self::Gelu => activation::gelu(x),
+            Self::Gelu => mtl_encoder::activation::gelu(x),
             Self::Tanh => activation::tanh(x),
         }
     }

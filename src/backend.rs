@@ -19,6 +19,8 @@ pub const NAME: &str = if cfg!(feature = "cuda") {
     "cuda"
 } else if cfg!(feature = "flex") {
     "flex"
+} else if cfg!(feature = "blas") {
+    "ndarray+openblas"
 } else {
     "ndarray"
 };

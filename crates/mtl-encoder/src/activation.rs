@@ -36,13 +36,13 @@ mod tests {
 
     /// Φ(x) + x·φ(x) in f64.
     fn exact_derivative(x: f64) -> f64 {
-        let cdf = 0.5 * (1.0 + libm_erf(x / SQRT_2));
+        let cdf = 0.5 * (1.0 + series_erf(x / SQRT_2));
         let pdf = (-0.5 * x * x).exp() / (2.0 * core::f64::consts::PI).sqrt();
         cdf + x * pdf
     }
 
     /// erf by its Maclaurin series (converges for the |x| < 5 used here, in f64).
-    fn libm_erf(x: f64) -> f64 {
+    fn series_erf(x: f64) -> f64 {
         let (mut term, mut sum, mut n) = (x, x, 0.0f64);
         while term.abs() > 1e-17 * sum.abs().max(1e-300) {
             n += 1.0;

@@ -63,6 +63,10 @@ struct Args {
     /// Batch sentences of similar length together (less padding).
     #[arg(long)]
     group_by_length: bool,
+    /// Cut each batch into N pieces trained in parallel threads (default: one per core on CPU).
+    /// Results depend on N, not on the cores.
+    #[arg(long)]
+    shards: Option<usize>,
     /// static, static:TASK=W,... or uncertainty.
     #[arg(long, default_value = "static")]
     loss_weighting: LossWeighting,
@@ -250,6 +254,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eval_every: args.eval_every,
         patience: args.patience,
         checkpoint_every: args.checkpoint_every,
+        shards: args.shards,
         ..TrainConfig::default()
     };
     let run = RunOptions {

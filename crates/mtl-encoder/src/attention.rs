@@ -1,10 +1,11 @@
 //! Padding-masked multi-head self-attention, with Hugging Face's module names.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear, LinearConfig};
+use burn::nn::{LayerNorm, Linear, LinearConfig};
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
 use crate::config::BertConfig;
+use crate::dropout::Dropout;
 use crate::embeddings::{layer_norm, normal_init};
 
 pub(crate) fn linear<B: Backend>(
@@ -36,7 +37,7 @@ impl<B: Backend> BertSelfAttention<B> {
             query: linear(config, h, h, device),
             key: linear(config, h, h, device),
             value: linear(config, h, h, device),
-            dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            dropout: Dropout::new(config.attention_probs_dropout_prob),
             num_attention_heads: config.num_attention_heads,
             head_dim: config.head_dim(),
         }
@@ -78,7 +79,7 @@ impl<B: Backend> BertSelfOutput<B> {
         Self {
             dense: linear(config, config.hidden_size, config.hidden_size, device),
             layer_norm: layer_norm(config, device),
-            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            dropout: Dropout::new(config.hidden_dropout_prob),
         }
     }
 

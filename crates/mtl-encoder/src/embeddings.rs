@@ -1,12 +1,11 @@
 //! BERT embeddings: word + position + token type, then LayerNorm and dropout.
 
 use burn::module::Module;
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 use crate::config::BertConfig;
+use crate::dropout::Dropout;
 
 /// Hugging Face's `BertEmbeddings`.
 #[derive(Module, Debug)]
@@ -45,7 +44,7 @@ impl<B: Backend> BertEmbeddings<B> {
             position_embeddings: embedding(config.max_position_embeddings),
             token_type_embeddings: embedding(config.type_vocab_size),
             layer_norm: layer_norm(config, device),
-            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            dropout: Dropout::new(config.hidden_dropout_prob),
         }
     }
 

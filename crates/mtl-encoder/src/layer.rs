@@ -1,11 +1,12 @@
 //! One post-LayerNorm transformer layer and the encoder stack.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{activation, backend::Backend, Tensor};
 
 use crate::attention::{linear, BertAttention};
 use crate::config::{BertConfig, HiddenAct};
+use crate::dropout::Dropout;
 use crate::embeddings::layer_norm;
 
 /// The feed-forward activation as a module constant.
@@ -72,7 +73,7 @@ impl<B: Backend> BertLayer<B> {
             output: BertOutput {
                 dense: linear(config, config.intermediate_size, config.hidden_size, device),
                 layer_norm: layer_norm(config, device),
-                dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+                dropout: Dropout::new(config.hidden_dropout_prob),
             },
         }
     }

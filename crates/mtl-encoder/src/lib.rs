@@ -4,6 +4,7 @@ pub mod activation;
 pub mod attention;
 pub mod bert;
 pub mod config;
+pub mod dropout;
 pub mod embeddings;
 pub mod error;
 pub mod layer;
@@ -15,6 +16,7 @@ pub mod tokenize;
 
 pub use bert::BertModel;
 pub use config::{BertConfig, HiddenAct};
+pub use dropout::{seed_dropout, Dropout};
 pub use error::{EncoderError, Result};
 pub use loader::{Checkpoint, KeyRule, Layout};
 pub use pooling::{l2_normalize, Pooling, PoolingConfig};

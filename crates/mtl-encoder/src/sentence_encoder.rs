@@ -29,10 +29,15 @@ const TOKENIZER_FILES: &[&str] = &[
     "vocab.txt",
 ];
 
+/// Whether `B` computes on the host CPU (ndarray, flex), where tensor data lives in host memory.
+pub fn runs_on_cpu<B: Backend>(device: &B::Device) -> bool {
+    let name = B::name(device).to_lowercase();
+    name.contains("ndarray") || name.contains("flex") || name.contains("cpu")
+}
+
 /// One worker per core on CPU backends, one on accelerators (which parallelise each operation).
 pub fn default_workers<B: Backend>(device: &B::Device) -> usize {
-    let name = B::name(device).to_lowercase();
-    if name.contains("ndarray") || name.contains("flex") || name.contains("cpu") {
+    if runs_on_cpu::<B>(device) {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         1

@@ -3,8 +3,9 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
+use mtl_encoder::dropout::Dropout;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +101,7 @@ impl ClassificationHeadConfig {
         ClassificationHead {
             dense: seeded_linear(self.input_size, hidden, &mut rng, device),
             activation: self.activation,
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
             out_proj: seeded_linear(hidden, self.num_classes, &mut rng, device),
         }
     }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod sampler;
 pub mod schedule;
 pub mod trainer;

@@ -12,6 +12,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use mtl_encoder::loader::{serialize_tensors, write_atomic};
+use mtl_encoder::sentence_encoder::runs_on_cpu;
 use mtl_encoder::Checkpoint;
 use serde::{Deserialize, Serialize};
 
@@ -147,17 +148,29 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for CollectGrads<'_, AB::InnerBacken
 
 impl<B: Backend> GradAccumulator<B> {
     /// Adds the gradients of one backward pass.
-    pub fn add<AB, M>(&mut self, module: &M, mut grads: GradientsParams)
+    pub fn add<AB, M>(&mut self, module: &M, grads: GradientsParams)
     where
         AB: AutodiffBackend<InnerBackend = B>,
         M: AutodiffModule<AB>,
     {
-        let mut visitor = CollectGrads {
-            grads: &mut grads,
-            into: &mut self.grads,
-            path: Vec::new(),
-        };
-        module.visit(&mut visitor);
+        self.add_parts(module, [grads]);
+    }
+
+    /// Adds the gradients of one batch computed in parts (data-parallel shards): they are summed
+    /// in order and count as one backward pass.
+    pub fn add_parts<AB, M>(&mut self, module: &M, parts: impl IntoIterator<Item = GradientsParams>)
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        for mut grads in parts {
+            let mut visitor = CollectGrads {
+                grads: &mut grads,
+                into: &mut self.grads,
+                path: Vec::new(),
+            };
+            module.visit(&mut visitor);
+        }
         self.micro_batches += 1;
     }
 
@@ -200,6 +213,8 @@ pub struct AdamW<B: Backend> {
     config: OptimConfig,
     num_layers: usize,
     state: HashMap<String, Moments<B>>,
+    /// Forces the host (`Some(true)`) or tensor (`Some(false)`) update; `None`: host on CPU.
+    host_update: Option<bool>,
 }
 
 /// What one optimizer step did.
@@ -213,6 +228,8 @@ pub struct StepStats {
 
 struct Update<'a, B: Backend> {
     optim: &'a mut AdamW<B>,
+    /// Update in one fused pass over host memory (CPU backends) instead of tensor operations.
+    host: bool,
     grads: BTreeMap<String, Tensor<B, 1>>,
     grad_scale: f64,
     lr_factor: f64,
@@ -245,23 +262,120 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
         let shape = inner.shape();
         let n = shape.num_elements();
         let p = inner.reshape([n]);
-        let g = grad * self.grad_scale;
-        let state = self.optim.state.remove(&path).unwrap_or_else(|| Moments {
-            m: g.zeros_like(),
-            v: g.zeros_like(),
-            steps: 0,
-        });
-        let steps = state.steps + 1;
-        let m = state.m * beta1 + g.clone() * (1.0 - beta1);
-        let v = state.v * beta2 + g.clone() * g * (1.0 - beta2);
-        let bias1 = 1.0 - beta1.powi(steps as i32);
-        let bias2 = 1.0 - beta2.powi(steps as i32);
-        let denom = (v.clone() / bias2).sqrt() + eps;
-        let p = p * (1.0 - lr * wd) - (m.clone() / denom) * (lr / bias1);
+        let state = self.optim.state.remove(&path);
+        let steps = state.as_ref().map_or(0, |s| s.steps) + 1;
+        let k = AdamStep {
+            beta1,
+            beta2,
+            eps,
+            grad_scale: self.grad_scale,
+            decay: 1.0 - lr * wd,
+            bias2: 1.0 - beta2.powi(steps as i32),
+            step_size: lr / (1.0 - beta1.powi(steps as i32)),
+        };
+        let (p, m, v) = if self.host {
+            let (m, v) = match state {
+                Some(s) => (host_vec(s.m), host_vec(s.v)),
+                None => (vec![0.0; n], vec![0.0; n]),
+            };
+            let device = p.device();
+            k.on_host::<AB::InnerBackend>(host_vec(p), host_vec(grad), m, v, &device)
+        } else {
+            let g = grad * self.grad_scale;
+            let (m, v) = match state {
+                Some(s) => (s.m, s.v),
+                None => (g.zeros_like(), g.zeros_like()),
+            };
+            let m = m * beta1 + g.clone() * (1.0 - beta1);
+            let v = v * beta2 + g.clone() * g * (1.0 - beta2);
+            let denom = (v.clone() / k.bias2).sqrt() + eps;
+            let p = p * k.decay - (m.clone() / denom) * k.step_size;
+            (p, m, v)
+        };
         self.optim.state.insert(path, Moments { m, v, steps });
         self.updated += 1;
         let value = Tensor::<AB, D>::from_inner(p.reshape(shape)).require_grad();
         Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// The scalars of one AdamW update of one parameter.
+struct AdamStep {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// Averaging over micro-batches times clipping.
+    grad_scale: f64,
+    /// `1 - lr·weight_decay`.
+    decay: f64,
+    /// `1 - beta2^t`.
+    bias2: f64,
+    /// `lr / (1 - beta1^t)`.
+    step_size: f64,
+}
+
+/// Tensor data as host `f32` values (no copy for a CPU backend's uniquely held f32 tensor).
+fn host_vec<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("converted to f32")
+}
+
+impl AdamStep {
+    /// The update as one pass over host memory, large tensors split across the cores, with the
+    /// same `f32` arithmetic, in the same order, as the tensor-operation path. On CPU backends
+    /// the data moves in and out of the tensors without copies; the tensor path makes about ten
+    /// passes and as many allocations.
+    fn on_host<B: Backend>(
+        &self,
+        mut p: Vec<f32>,
+        g: Vec<f32>,
+        mut m: Vec<f32>,
+        mut v: Vec<f32>,
+        device: &B::Device,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+        let f = |x: f64| x as f32;
+        let (b1, c1, b2, c2) = (
+            f(self.beta1),
+            f(1.0 - self.beta1),
+            f(self.beta2),
+            f(1.0 - self.beta2),
+        );
+        let (scale, decay, bias2, eps, step) = (
+            f(self.grad_scale),
+            f(self.decay),
+            f(self.bias2),
+            f(self.eps),
+            f(self.step_size),
+        );
+        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = g * scale;
+                *m = *m * b1 + g * c1;
+                *v = *v * b2 + g * g * c2;
+                *p = *p * decay - (*m / ((*v / bias2).sqrt() + eps)) * step;
+            }
+        };
+        let n = p.len();
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let chunk = n.div_ceil(threads).max(1 << 18);
+        if chunk >= n {
+            update(&mut p, &g, &mut m, &mut v);
+        } else {
+            std::thread::scope(|scope| {
+                let parts = p
+                    .chunks_mut(chunk)
+                    .zip(g.chunks(chunk))
+                    .zip(m.chunks_mut(chunk))
+                    .zip(v.chunks_mut(chunk));
+                for (((p, g), m), v) in parts {
+                    scope.spawn(move || update(p, g, m, v));
+                }
+            });
+        }
+        let tensor = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), device);
+        (tensor(p), tensor(m), tensor(v))
     }
 }
 
@@ -280,6 +394,7 @@ impl<B: Backend> AdamW<B> {
             config,
             num_layers,
             state: HashMap::new(),
+            host_update: None,
         })
     }
 
@@ -306,7 +421,13 @@ impl<B: Backend> AdamW<B> {
             .max_grad_norm
             .map_or(1.0, |max| crate::schedule::clip_factor(grad_norm, max));
         let grad_scale = clip / grads.micro_batches.max(1) as f64;
+        let on_cpu = grads
+            .grads
+            .values()
+            .next()
+            .is_some_and(|g| runs_on_cpu::<B>(&g.device()));
         let mut update = Update {
+            host: self.host_update.unwrap_or(on_cpu),
             optim: self,
             grads: std::mem::take(&mut grads.grads),
             grad_scale,
@@ -509,5 +630,52 @@ mod tests {
             assert_eq!(values(l.m.clone()), values(s.m.clone()));
             assert_eq!(values(l.v.clone()), values(s.v.clone()));
         }
+    }
+
+    /// The fused host update and the tensor-operation update agree bit for bit over several
+    /// steps, on a tensor large enough to be split across threads.
+    #[test]
+    fn host_update_equals_tensor_update() {
+        let device = Default::default();
+        let run = |host: bool| {
+            let mut linear = LinearConfig::new(600, 1000).init::<AB>(&device);
+            let w: Vec<f32> = (0..600_000)
+                .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
+                .collect();
+            linear.weight = Param::from_data(TensorData::new(w, [600, 1000]), &device);
+            linear.bias = Some(Param::from_data(
+                TensorData::new(vec![0.1f32; 1000], [1000]),
+                &device,
+            ));
+            let mut model = Net {
+                heads: vec![linear],
+            };
+            let config = OptimConfig {
+                lr: 1e-2,
+                max_grad_norm: Some(0.5),
+                ..OptimConfig::default()
+            };
+            let mut optim = AdamW::new(config, 0).unwrap();
+            optim.host_update = Some(host);
+            for step in 0..3 {
+                let x: Vec<f32> = (0..1200)
+                    .map(|i| ((i * 7 + step) % 13) as f32 - 6.0)
+                    .collect();
+                let x = Tensor::<AB, 2>::from_data(TensorData::new(x, [2, 600]), &device);
+                let loss = model.heads[0].forward(x).powi_scalar(2).mean();
+                let mut acc = GradAccumulator::default();
+                acc.add(&model, GradientsParams::from_grads(loss.backward(), &model));
+                model = optim.step(model, &mut acc, 0.5).0;
+            }
+            let m = optim.state["heads.0.weight"].m.clone();
+            (values(model.heads[0].weight.val()), values(m))
+        };
+        let (host, tensor) = (run(true), run(false));
+        assert_eq!(host, tensor);
+        assert!(host
+            .0
+            .iter()
+            .zip(0..)
+            .any(|(&w, i)| w != ((i % 97) as f32 - 48.0) / 50.0));
     }
 }

@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, Param};
-use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
+use mtl_encoder::sentence_encoder::default_workers;
 use mtl_encoder::{length_sorted_batches, unsort_rows, Encoded};
 use mtl_model::{FreezePolicy, MultiTaskModel};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use crate::error::{Result, TrainError};
 use crate::loss::{cross_entropy, uncertainty_combine, LossWeighting};
 use crate::metrics::{ConfusionMatrix, TaskMetrics};
 use crate::optim::{AdamW, GradAccumulator, OptimConfig};
+use crate::parallel::shard_gradients;
 use crate::sampler::{plan_epoch, pool_keys, PlanOptions, Rng, SamplerKind};
 use crate::schedule::LinearSchedule;
 
@@ -57,6 +59,11 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<usize>,
     /// Rows per forward pass at evaluation.
     pub eval_batch_size: usize,
+    /// Pieces each batch is cut into, each running its forward and backward pass on a thread of
+    /// its own (data parallelism, for CPU backends). Results depend on this count, not on the
+    /// cores that run it. `None`: one per core on CPU backends, 1 on accelerators.
+    #[serde(default)]
+    pub shards: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +83,7 @@ impl Default for TrainConfig {
             patience: None,
             checkpoint_every: None,
             eval_batch_size: 64,
+            shards: None,
         }
     }
 }
@@ -86,9 +94,10 @@ impl TrainConfig {
             || self.batch_size == 0
             || self.grad_accum == 0
             || self.eval_batch_size == 0
+            || self.shards == Some(0)
         {
             return Err(TrainError::Config(
-                "epochs, batch sizes and grad_accum must be positive".into(),
+                "epochs, batch sizes, grad_accum and shards must be positive".into(),
             ));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
@@ -317,6 +326,12 @@ pub fn train<AB: AutodiffBackend>(
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
     let device = model.encoder.device();
+    let threads = default_workers::<AB>(&device);
+    let config = &TrainConfig {
+        shards: Some(config.shards.unwrap_or(threads)),
+        ..config.clone()
+    };
+    let shards = config.shards.unwrap_or(1);
     let config_json = serde_json::to_value(config).expect("config serialises");
     let ckpt = checkpoint_dir(out);
     let num_layers = model.encoder.bert.num_layers();
@@ -520,57 +535,77 @@ pub fn train<AB: AutodiffBackend>(
         let plan = plan_epoch(&pools, &lengths, &plan_options, &mut rng);
         for (index, batch) in plan.iter().enumerate().skip(state.batch_in_epoch) {
             let started = Instant::now();
-            AB::seed(&device, step_seed(config.seed, state.micro));
-            let embeddings = match &train_split.cache {
-                Some(cache) => {
-                    Tensor::from_inner(cache.clone().select(0, index_tensor(&batch.rows, &device)))
-                }
-                None => {
-                    let refs: Vec<&Encoded> = batch
-                        .rows
-                        .iter()
-                        .map(|&r| &train_split.encoded[r])
-                        .collect();
-                    trainable.model.embed(&trainable.model.encoder.batch(&refs))
-                }
-            };
-            let mut losses = Vec::new();
-            for &task in &pool_tasks[batch.pool] {
-                let targets: Vec<i64> = batch
-                    .rows
+            let pool = &pool_tasks[batch.pool];
+            let n = batch.rows.len();
+            // One shard's loss, scaled by its share of the rows so that the shards sum to the
+            // batch's loss; with it, each task's scaled mean loss for the log.
+            let shard_loss = |m: &Trainable<AB>, range: Range<usize>, _: usize| {
+                let rows = &batch.rows[range];
+                let share = rows.len() as f64 / n as f64;
+                let embeddings = match &train_split.cache {
+                    Some(cache) => {
+                        Tensor::from_inner(cache.clone().select(0, index_tensor(rows, &device)))
+                    }
+                    None => {
+                        let refs: Vec<&Encoded> =
+                            rows.iter().map(|&r| &train_split.encoded[r]).collect();
+                        m.model.embed(&m.model.encoder.batch(&refs))
+                    }
+                };
+                let losses: Vec<(usize, Tensor<AB, 1>)> = pool
                     .iter()
-                    .map(|&r| {
-                        data.train.examples[r].labels[task].expect("pool rows carry the label")
-                            as i64
+                    .map(|&task| {
+                        let targets: Vec<i64> = rows
+                            .iter()
+                            .map(|&r| {
+                                data.train.examples[r].labels[task]
+                                    .expect("pool rows carry the label")
+                                    as i64
+                            })
+                            .collect();
+                        let targets = Tensor::<AB, 1, Int>::from_data(
+                            TensorData::new(targets, [rows.len()]),
+                            &device,
+                        );
+                        let logits = m.model.heads[task].forward(embeddings.clone());
+                        (task, cross_entropy(logits, targets))
                     })
                     .collect();
-                let targets = Tensor::<AB, 1, Int>::from_data(
-                    TensorData::new(targets, [batch.rows.len()]),
-                    &device,
-                );
-                let logits = trainable.model.heads[task].forward(embeddings.clone());
-                losses.push((task, cross_entropy(logits, targets)));
+                let values: Vec<f64> = losses
+                    .iter()
+                    .map(|(_, l)| l.clone().into_scalar().elem::<f64>() * share)
+                    .collect();
+                let total = match (&config.loss_weighting, &m.loss_weights) {
+                    (LossWeighting::Uncertainty, Some(log_vars)) => {
+                        uncertainty_combine(losses, log_vars.val())
+                    }
+                    _ => losses
+                        .into_iter()
+                        .map(|(task, l)| l * config.loss_weighting.weight(&task_names[task]))
+                        .reduce(|a, b| a + b)
+                        .expect("a pool has at least one task"),
+                };
+                (total * share, values)
+            };
+            let parts = shard_gradients(
+                &trainable,
+                n,
+                shards,
+                threads,
+                step_seed(config.seed, state.micro),
+                shard_loss,
+            );
+            let mut values = vec![0.0f64; pool.len()];
+            let mut grads = Vec::with_capacity(parts.len());
+            for (g, v) in parts {
+                grads.push(g);
+                values.iter_mut().zip(v).for_each(|(sum, x)| *sum += x);
             }
-            let values: Vec<f64> = losses
-                .iter()
-                .map(|(_, l)| l.clone().into_scalar().elem::<f64>())
-                .collect();
-            for ((task, _), v) in losses.iter().zip(&values) {
+            for (task, v) in pool.iter().zip(&values) {
                 loss_sums[*task] += v;
                 loss_counts[*task] += 1;
             }
-            let total = match (&config.loss_weighting, &trainable.loss_weights) {
-                (LossWeighting::Uncertainty, Some(log_vars)) => {
-                    uncertainty_combine(losses, log_vars.val())
-                }
-                _ => losses
-                    .into_iter()
-                    .map(|(task, l)| l * config.loss_weighting.weight(&task_names[task]))
-                    .reduce(|a, b| a + b)
-                    .expect("a pool has at least one task"),
-            };
-            let grads = GradientsParams::from_grads(total.backward(), &trainable);
-            acc.add(&trainable, grads);
+            acc.add_parts(&trainable, grads);
             state.micro += 1;
             state.batch_in_epoch = index + 1;
             state.sentences += batch.rows.len() as u64;
@@ -589,10 +624,10 @@ pub fn train<AB: AutodiffBackend>(
                         .expect("f32")
                 });
                 train_seconds += started.elapsed().as_secs_f64();
-                let losses: Vec<String> = task_names
+                let losses: Vec<String> = pool
                     .iter()
                     .zip(&values)
-                    .map(|(n, v)| format!("{n} {v:.3}"))
+                    .map(|(t, v)| format!("{} {v:.3}", task_names[*t]))
                     .collect();
                 bar.set_message(format!(
                     "loss {} | lr {:.2e} | {:.1} sent/s",

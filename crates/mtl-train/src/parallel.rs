@@ -1,0 +1,232 @@
+//! Data-parallel backward passes: a batch is cut into shards, each shard runs its forward and
+//! backward pass on a thread of its own, with its own autodiff graph, and the shards' gradients
+//! are summed in shard order.
+//!
+//! On CPU backends one training step otherwise runs on one core (burn-ndarray's operations are
+//! single-threaded), so this is what puts every core to work during training. The shards are
+//! fixed by their count alone: the same count gives the same masks and the same sums on any
+//! machine, however many cores run them.
+
+use std::ops::Range;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use mtl_encoder::{seed_dropout, SingleThreadedBlas};
+
+use crate::sampler::Rng;
+
+/// `n` rows cut into at most `shards` contiguous, non-empty ranges whose lengths differ by at
+/// most one (longer ones first).
+pub fn shard_ranges(n: usize, shards: usize) -> Vec<Range<usize>> {
+    let shards = shards.clamp(1, n.max(1));
+    let (base, extra) = (n / shards, n % shards);
+    let mut start = 0;
+    (0..shards)
+        .map(|k| {
+            let len = base + usize::from(k < extra);
+            let range = start..start + len;
+            start += len;
+            range
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// The dropout seed of shard `shard` of a step seeded `seed`.
+pub fn shard_seed(seed: u64, shard: usize) -> u64 {
+    Rng::new(seed ^ (shard as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
+}
+
+/// Gives every float parameter a new autodiff leaf (same id, same values, storage shared), so
+/// graphs built from the copy stay apart from graphs built from the original or other copies.
+struct FreshLeaves;
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for FreshLeaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tracked = tensor.is_require_grad();
+        let fresh = Tensor::from_inner(tensor.inner());
+        let fresh = if tracked { fresh.require_grad() } else { fresh };
+        Param::from_mapped_value(id, fresh, mapper)
+    }
+}
+
+/// Initialises lazily initialised parameters in place, so that copies share their values
+/// instead of each drawing its own.
+struct Initialise;
+
+impl<B: Backend> ModuleVisitor<B> for Initialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// A copy of `module` with its own autodiff leaves (see [`FreshLeaves`]).
+pub fn fork<AB: AutodiffBackend, M: AutodiffModule<AB>>(module: &M) -> M {
+    module.visit(&mut Initialise);
+    module.clone().map(&mut FreshLeaves)
+}
+
+/// Runs `loss(module, rows, shard)` for each of the shards of `0..n` and returns, in shard order,
+/// the gradients of each shard's loss with `loss`'s second value. Shards run on up to `threads`
+/// threads; each seeds its dropout with [`shard_seed`]`(seed, shard)` first. The losses should be
+/// scaled so that their sum is the batch's loss (a shard's mean times its share of the rows).
+pub fn shard_gradients<AB, M, R, F>(
+    module: &M,
+    n: usize,
+    shards: usize,
+    threads: usize,
+    seed: u64,
+    loss: F,
+) -> Vec<(GradientsParams, R)>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB>,
+    R: Send,
+    F: Fn(&M, Range<usize>, usize) -> (Tensor<AB, 1>, R) + Sync,
+{
+    let ranges = shard_ranges(n, shards);
+    let run = |shard: usize, copy: M| {
+        seed_dropout(shard_seed(seed, shard));
+        let (value, extra) = loss(&copy, ranges[shard].clone(), shard);
+        (GradientsParams::from_grads(value.backward(), &copy), extra)
+    };
+    let threads = threads.clamp(1, ranges.len());
+    if threads == 1 {
+        return (0..ranges.len()).map(|k| run(k, fork(module))).collect();
+    }
+    let _blas = SingleThreadedBlas::new();
+    let mut results: Vec<Option<(GradientsParams, R)>> = (0..ranges.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let run = &run;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let copies: Vec<(usize, M)> = (t..ranges.len())
+                    .step_by(threads)
+                    .map(|k| (k, fork(module)))
+                    .collect();
+                scope.spawn(move || {
+                    copies
+                        .into_iter()
+                        .map(|(k, copy)| (k, run(k, copy)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for handle in handles {
+            for (k, result) in handle.join().expect("a training shard panicked") {
+                results[k] = Some(result);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every shard ran"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::TensorData;
+
+    type AB = Autodiff<NdArray>;
+
+    #[test]
+    fn ranges_cover_the_rows_once() {
+        assert_eq!(shard_ranges(10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(shard_ranges(2, 4), vec![0..1, 1..2]);
+        assert_eq!(shard_ranges(5, 1), vec![0..5]);
+        assert_eq!(shard_ranges(0, 2), Vec::<Range<usize>>::new());
+        assert_eq!(shard_ranges(7, 0), vec![0..7]);
+    }
+
+    #[test]
+    fn forked_leaves_keep_ids_values_and_frozen_flags() {
+        let device = Default::default();
+        let linear: Linear<AB> = LinearConfig::new(3, 2).init(&device);
+        let linear = Linear {
+            bias: linear.bias.map(|b| b.set_require_grad(false)),
+            ..linear
+        };
+        let copy = fork(&linear);
+        assert_eq!(copy.weight.id, linear.weight.id);
+        assert_eq!(
+            copy.weight.val().into_data(),
+            linear.weight.val().into_data()
+        );
+        assert!(copy.weight.val().is_require_grad());
+        assert!(!copy.bias.as_ref().unwrap().val().is_require_grad());
+    }
+
+    /// Sharded gradients of a mean squared loss, summed, equal the whole batch's, whatever the
+    /// number of shards and threads.
+    #[test]
+    fn shard_gradients_sum_to_the_batch_gradient() {
+        let device = Default::default();
+        let linear: Linear<AB> = LinearConfig::new(4, 3).init(&device);
+        let n = 9;
+        let x: Vec<f32> = (0..n * 4)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let input = Tensor::<AB, 2>::from_data(TensorData::new(x, [n, 4]), &device);
+        let loss = |m: &Linear<AB>, rows: Range<usize>, _: usize| {
+            let share = rows.len() as f64 / n as f64;
+            let y = m.forward(input.clone().slice([rows, 0..4]));
+            ((y.clone() * y).mean() * share, ())
+        };
+        let weight_grad = |parts: Vec<(GradientsParams, ())>| -> Vec<f32> {
+            let mut total: Option<Tensor<NdArray, 2>> = None;
+            for (mut g, _) in parts {
+                let w = g.remove::<NdArray, 2>(linear.weight.id).unwrap();
+                total = Some(match total {
+                    Some(t) => t + w,
+                    None => w,
+                });
+            }
+            total.unwrap().into_data().into_vec().unwrap()
+        };
+        let whole = weight_grad(shard_gradients(&linear, n, 1, 1, 0, loss));
+        for (shards, threads) in [(2, 2), (3, 2), (4, 1), (9, 3)] {
+            let parts = shard_gradients(&linear, n, shards, threads, 0, loss);
+            assert_eq!(parts.len(), shards);
+            let summed = weight_grad(parts);
+            for (a, b) in whole.iter().zip(&summed) {
+                assert!((a - b).abs() < 1e-6, "{shards} shards: {a} vs {b}");
+            }
+        }
+        // The original module's graph is untouched: it can still run its own backward pass.
+        let y = linear.forward(input.clone());
+        let grads = y.sum().backward();
+        assert!(linear.weight.grad(&grads).is_some());
+        let _ = linear.valid();
+    }
+
+    /// Each shard's dropout masks depend on the step seed and its index, not on the threads.
+    #[test]
+    fn shard_dropout_is_the_same_on_any_number_of_threads() {
+        let device = Default::default();
+        let linear: Linear<AB> = LinearConfig::new(4, 4).init(&device);
+        let dropout = mtl_encoder::Dropout::new(0.5);
+        let input = Tensor::<AB, 2>::ones([8, 4], &device);
+        let loss = |m: &Linear<AB>, rows: Range<usize>, _: usize| {
+            let y = dropout.forward(m.forward(input.clone().slice([rows, 0..4])));
+            let values = y.clone().into_data().into_vec::<f32>().unwrap();
+            (y.sum(), values)
+        };
+        let one: Vec<Vec<f32>> = shard_gradients(&linear, 8, 4, 1, 3, loss)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        let many: Vec<Vec<f32>> = shard_gradients(&linear, 8, 4, 4, 3, loss)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(one, many);
+        assert_ne!(one[0], one[1], "shards draw different masks");
+    }
+}

@@ -16,7 +16,7 @@ use mtl::encoder::{Encoded, SentenceEncoder};
 use mtl::model::{seed_tasks, HeadOptions, MultiTaskModel};
 use mtl::train::loss::cross_entropy;
 use mtl::train::optim::{AdamW, GradAccumulator, OptimConfig};
-use mtl::train::parallel::shard_gradients;
+use mtl::train::parallel::{by_length, shard_gradients};
 use mtl::train::sampler::Rng;
 
 #[derive(Parser)]
@@ -45,6 +45,9 @@ struct Args {
     /// core on CPU backends).
     #[arg(long)]
     shards: Option<usize>,
+    /// Leave glibc's allocator settings as they are (for comparison; see `tune_allocator`).
+    #[arg(long)]
+    default_malloc: bool,
 }
 
 /// Peak resident set size since the last reset, in MiB (Linux).
@@ -67,6 +70,9 @@ fn row(case: &str, batch: usize, per_s: f64, rss: Option<f64>) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if !args.default_malloc {
+        mtl::encoder::tune_allocator(); // reuse large tensors' memory (glibc)
+    }
     let corpus = std::fs::read_to_string(&args.corpus)
         .map_err(|e| format!("{}: {e}", args.corpus.display()))?;
     let sentences: Vec<&str> = corpus.lines().collect();
@@ -137,6 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rows: Vec<usize> = (0..b)
             .map(|i| order[(step * b + i) % order.len()])
             .collect();
+        let rows = by_length(&rows, |r| encoded[r].len());
         let start = Instant::now();
         // The trainer's step: the batch cut into shards, each a thread's forward and backward.
         let parts = shard_gradients(&model, b, shards, threads, step as u64, |m, range, _| {

@@ -31,6 +31,7 @@ fn row(values: &[f32]) -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    mtl::encoder::tune_allocator(); // reuse large tensors' memory (glibc)
     let args = Args::parse();
     let tasks = if args.tasks.is_empty() {
         seed_tasks()

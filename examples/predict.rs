@@ -29,6 +29,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    mtl::encoder::tune_allocator(); // reuse large tensors' memory (glibc)
     let args = Args::parse();
     let texts = mtl::cli::read_sentences(args.input.as_deref(), &args.sentences)?;
     let mut model = MultiTaskModel::<Backend>::load(&args.model, &device())?;

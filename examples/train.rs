@@ -154,6 +154,7 @@ fn print_record(rec: &EvalRecord) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    mtl::encoder::tune_allocator(); // reuse large tensors' memory (glibc)
     let args = Args::parse();
     let rename = args
         .rename

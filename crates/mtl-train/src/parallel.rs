@@ -8,6 +8,8 @@
 //! machine, however many cores run them.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -32,6 +34,14 @@ pub fn shard_ranges(n: usize, shards: usize) -> Vec<Range<usize>> {
         })
         .filter(|r| !r.is_empty())
         .collect()
+}
+
+/// `rows` ordered by `length` (stably), so that shards cut from them hold rows of similar
+/// lengths. The loss of a batch is a mean over its rows, so the order changes nothing else.
+pub fn by_length(rows: &[usize], length: impl Fn(usize) -> usize) -> Vec<usize> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_by_key(|&r| length(r));
+    sorted
 }
 
 /// The dropout seed of shard `shard` of a step seeded `seed`.
@@ -71,8 +81,10 @@ pub fn fork<AB: AutodiffBackend, M: AutodiffModule<AB>>(module: &M) -> M {
 
 /// Runs `loss(module, rows, shard)` for each of the shards of `0..n` and returns, in shard order,
 /// the gradients of each shard's loss with `loss`'s second value. Shards run on up to `threads`
-/// threads; each seeds its dropout with [`shard_seed`]`(seed, shard)` first. The losses should be
-/// scaled so that their sum is the batch's loss (a shard's mean times its share of the rows).
+/// threads, the last shard first; each seeds its dropout with [`shard_seed`]`(seed, shard)`
+/// first. The losses should be scaled so that their sum is the batch's loss (a shard's mean
+/// times its share of the rows). Callers order the rows by length first: each shard then pads
+/// to its own longest row, far less than the batch's (see [`by_length`]).
 pub fn shard_gradients<AB, M, R, F>(
     module: &M,
     n: usize,
@@ -98,20 +110,31 @@ where
         return (0..ranges.len()).map(|k| run(k, fork(module))).collect();
     }
     let _blas = SingleThreadedBlas::new();
+    // Threads take shards from the last (the caller puts its costliest rows last) as they
+    // finish, so that long and short shards balance across the threads.
+    let copies: Vec<Mutex<Option<M>>> = (0..ranges.len())
+        .map(|_| Mutex::new(Some(fork(module))))
+        .collect();
+    let next = AtomicUsize::new(0);
     let mut results: Vec<Option<(GradientsParams, R)>> = (0..ranges.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
-        let run = &run;
+        let (run, copies, next) = (&run, &copies, &next);
         let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let copies: Vec<(usize, M)> = (t..ranges.len())
-                    .step_by(threads)
-                    .map(|k| (k, fork(module)))
-                    .collect();
+            .map(|_| {
                 scope.spawn(move || {
-                    copies
-                        .into_iter()
-                        .map(|(k, copy)| (k, run(k, copy)))
-                        .collect::<Vec<_>>()
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(k) = copies.len().checked_sub(i + 1) else {
+                            break done;
+                        };
+                        let copy = copies[k]
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                            .expect("each shard is taken once");
+                        done.push((k, run(k, copy)));
+                    }
                 })
             })
             .collect();

@@ -24,7 +24,7 @@ use crate::error::{Result, TrainError};
 use crate::loss::{cross_entropy, uncertainty_combine, LossWeighting};
 use crate::metrics::{ConfusionMatrix, TaskMetrics};
 use crate::optim::{AdamW, GradAccumulator, OptimConfig};
-use crate::parallel::shard_gradients;
+use crate::parallel::{by_length, shard_gradients};
 use crate::sampler::{plan_epoch, pool_keys, PlanOptions, Rng, SamplerKind};
 use crate::schedule::LinearSchedule;
 
@@ -537,10 +537,11 @@ pub fn train<AB: AutodiffBackend>(
             let started = Instant::now();
             let pool = &pool_tasks[batch.pool];
             let n = batch.rows.len();
+            let sorted = by_length(&batch.rows, |r| lengths[r]);
             // One shard's loss, scaled by its share of the rows so that the shards sum to the
             // batch's loss; with it, each task's scaled mean loss for the log.
             let shard_loss = |m: &Trainable<AB>, range: Range<usize>, _: usize| {
-                let rows = &batch.rows[range];
+                let rows = &sorted[range];
                 let share = rows.len() as f64 / n as f64;
                 let embeddings = match &train_split.cache {
                     Some(cache) => {

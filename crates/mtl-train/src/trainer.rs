@@ -211,14 +211,17 @@ pub fn evaluate<B: Backend>(
         .iter()
         .map(|t| ConfusionMatrix::new(t.num_classes()))
         .collect();
+    // Without a cache, embed everything first: the batches run on the encoder's workers.
+    let computed;
+    let cache = match cache {
+        Some(c) => c,
+        None => {
+            computed = embed_all(model, encoded, batch);
+            &computed
+        }
+    };
     for rows in length_sorted_batches(encoded, batch) {
-        let embeddings = match cache {
-            Some(c) => c.clone().select(0, index_tensor(&rows, &device)),
-            None => {
-                let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();
-                model.embed(&model.encoder.batch(&refs))
-            }
-        };
+        let embeddings = cache.clone().select(0, index_tensor(&rows, &device));
         for (task, logits) in model.heads_forward(embeddings).into_iter().enumerate() {
             let predicted = logits
                 .argmax(1)

@@ -48,6 +48,10 @@ struct Args {
     /// Leave glibc's allocator settings as they are (for comparison; see `tune_allocator`).
     #[arg(long)]
     default_malloc: bool,
+    /// Print each training step's time split: shards' forward and backward, summing their
+    /// gradients, optimizer step (seconds).
+    #[arg(long)]
+    phases: bool,
 }
 
 /// Peak resident set size since the last reset, in MiB (Linux).
@@ -165,7 +169,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (next, _) = optim.step(model, &mut acc, 1.0);
         model = next;
         let _ = model.heads[0].out_proj.weight.val().into_data();
-        if std::env::var_os("BENCH_PHASES").is_some() {
+        if args.phases {
             eprintln!(
                 "fwd+bwd {t1:.3} add {:.3} optim {:.3}",
                 t2 - t1,

@@ -14,13 +14,14 @@ use mtl::encoder::loader::module_tensors;
 use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{HeadOptions, MultiTaskModel, TaskSpec};
 use mtl::train::{
-    read_table, train, Dataset, ReadOptions, RunOptions, TrainConfig, TrainData, TrainError,
+    read_table, train, Dataset, OptimConfig, ReadOptions, RunOptions, TrainConfig, TrainData,
+    TrainError, Trainable,
 };
 
 type AB = Autodiff<NdArray>;
 
-/// Dropout draws from the backend's process-wide RNG (seeded per step by the trainer), so runs
-/// that must be reproducible take turns.
+/// Weight initialisation draws from the backend's process-wide RNG, so runs that must be
+/// reproducible take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -266,4 +267,45 @@ fn data_tasks_must_match_the_model() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("sentiment"), "{err}");
+}
+
+/// The learning-rate groups reach the parameters by the paths the trainer's module really has:
+/// heads at `head_lr`, the top encoder layer at `lr`, lower layers and embeddings decayed.
+#[test]
+fn every_parameter_path_gets_its_learning_rate_group() {
+    let _serial = serial();
+    let data = uci("dev", 8, None);
+    let trainable = Trainable {
+        model: tiny_model(&data),
+        loss_weights: None,
+    };
+    let paths = module_tensors(&trainable, |p| Some((p.to_string(), Layout::AsIs))).unwrap();
+    let c = OptimConfig {
+        lr: 1.0,
+        head_lr: Some(7.0),
+        layer_decay: 0.5,
+        ..OptimConfig::default()
+    };
+    let (mut heads, mut top, mut bottom, mut embeddings) = (0, 0, 0, 0);
+    for path in paths.keys() {
+        let lr = c.param_lr(path, 2);
+        if path.contains("heads.") {
+            assert_eq!(lr, 7.0, "{path}");
+            heads += 1;
+        } else if path.contains("encoder.layer.1.") {
+            assert_eq!(lr, 1.0, "{path}");
+            top += 1;
+        } else if path.contains("encoder.layer.0.") {
+            assert_eq!(lr, 0.5, "{path}");
+            bottom += 1;
+        } else if path.contains("embeddings.") {
+            assert_eq!(lr, 0.25, "{path}");
+            embeddings += 1;
+        }
+    }
+    let names: Vec<&String> = paths.keys().collect();
+    assert!(
+        heads >= 8 && top > 0 && bottom > 0 && embeddings > 0,
+        "{names:?}"
+    );
 }

@@ -78,6 +78,8 @@ impl OptimConfig {
     /// The learning rate (before the schedule) of the parameter at `path` of a model whose
     /// encoder has `num_layers` layers.
     pub fn param_lr(&self, path: &str, num_layers: usize) -> f64 {
+        // The trainer's module (`Trainable`) holds the model under `model`.
+        let path = path.strip_prefix("model.").unwrap_or(path);
         if path.starts_with("heads.") || path.starts_with("loss_weights") {
             return self.head_lr.unwrap_or(self.lr);
         }

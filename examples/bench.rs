@@ -150,7 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rows = by_length(&rows, |r| encoded[r].len());
         let start = Instant::now();
         // The trainer's step: the batch cut into shards, each a thread's forward and backward.
-        let parts = shard_gradients(&model, b, shards, threads, step as u64, |m, range, _| {
+        let parts = shard_gradients(&model, b, shards, threads, step as u64, |m, range| {
             let rows = &rows[range];
             let share = rows.len() as f64 / b as f64;
             let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();

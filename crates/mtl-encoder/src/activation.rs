@@ -59,12 +59,7 @@ fn gelu_on_host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// (`erfc` to a relative 1.2e-7 everywhere) and [`exp_f32`]; branch-free so that it vectorises.
 #[inline(always)]
 fn gelu_f32(x: f32) -> f32 {
-    x * cdf_f32(x, x.abs() * core::f32::consts::FRAC_1_SQRT_2)
-}
-
-/// Φ(x) given `z = |x|/√2` (see [`gelu_f32`]).
-#[inline(always)]
-fn cdf_f32(x: f32, z: f32) -> f32 {
+    let z = x.abs() * core::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -1.265_512_2
         + t * (1.000_023_7
@@ -76,11 +71,8 @@ fn cdf_f32(x: f32, z: f32) -> f32 {
                                 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     // erfc(|x|/√2)/2 = Φ(-|x|).
     let tail = 0.5 * t * exp_f32(poly - z * z);
-    if x >= 0.0 {
-        1.0 - tail
-    } else {
-        tail
-    }
+    let cdf = if x >= 0.0 { 1.0 - tail } else { tail };
+    x * cdf
 }
 
 /// `e^x` in `f32` (Cephes' `expf`: range reduction by ln 2 and a degree-6 polynomial, within

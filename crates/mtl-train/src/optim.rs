@@ -448,16 +448,9 @@ impl<B: Backend> AdamW<B> {
         let mut tensors = BTreeMap::new();
         let mut steps = BTreeMap::new();
         for (path, s) in &self.state {
-            let values = |t: &Tensor<B, 1>| {
-                t.clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .expect("f32")
-            };
             let n = s.m.dims()[0];
-            tensors.insert(format!("m.{path}"), (vec![n], values(&s.m)));
-            tensors.insert(format!("v.{path}"), (vec![n], values(&s.v)));
+            tensors.insert(format!("m.{path}"), (vec![n], host_vec(s.m.clone())));
+            tensors.insert(format!("v.{path}"), (vec![n], host_vec(s.v.clone())));
             steps.insert(path.clone(), s.steps);
         }
         write_atomic(

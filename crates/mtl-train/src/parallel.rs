@@ -79,7 +79,7 @@ pub fn fork<AB: AutodiffBackend, M: AutodiffModule<AB>>(module: &M) -> M {
     module.clone().map(&mut FreshLeaves)
 }
 
-/// Runs `loss(module, rows, shard)` for each of the shards of `0..n` and returns, in shard order,
+/// Runs `loss(module, rows)` for each of the shards of `0..n` and returns, in shard order,
 /// the gradients of each shard's loss with `loss`'s second value. Shards run on up to `threads`
 /// threads, the last shard first; each seeds its dropout with [`shard_seed`]`(seed, shard)`
 /// first. The losses should be scaled so that their sum is the batch's loss (a shard's mean
@@ -97,12 +97,12 @@ where
     AB: AutodiffBackend,
     M: AutodiffModule<AB>,
     R: Send,
-    F: Fn(&M, Range<usize>, usize) -> (Tensor<AB, 1>, R) + Sync,
+    F: Fn(&M, Range<usize>) -> (Tensor<AB, 1>, R) + Sync,
 {
     let ranges = shard_ranges(n, shards);
     let run = |shard: usize, copy: M| {
         seed_dropout(shard_seed(seed, shard));
-        let (value, extra) = loss(&copy, ranges[shard].clone(), shard);
+        let (value, extra) = loss(&copy, ranges[shard].clone());
         (GradientsParams::from_grads(value.backward(), &copy), extra)
     };
     let threads = threads.clamp(1, ranges.len());
@@ -197,7 +197,7 @@ mod tests {
             .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
             .collect();
         let input = Tensor::<AB, 2>::from_data(TensorData::new(x, [n, 4]), &device);
-        let loss = |m: &Linear<AB>, rows: Range<usize>, _: usize| {
+        let loss = |m: &Linear<AB>, rows: Range<usize>| {
             let share = rows.len() as f64 / n as f64;
             let y = m.forward(input.clone().slice([rows, 0..4]));
             ((y.clone() * y).mean() * share, ())
@@ -236,7 +236,7 @@ mod tests {
         let linear: Linear<AB> = LinearConfig::new(4, 4).init(&device);
         let dropout = mtl_encoder::Dropout::new(0.5);
         let input = Tensor::<AB, 2>::ones([8, 4], &device);
-        let loss = |m: &Linear<AB>, rows: Range<usize>, _: usize| {
+        let loss = |m: &Linear<AB>, rows: Range<usize>| {
             let y = dropout.forward(m.forward(input.clone().slice([rows, 0..4])));
             let values = y.clone().into_data().into_vec::<f32>().unwrap();
             (y.sum(), values)

@@ -330,11 +330,11 @@ pub fn train<AB: AutodiffBackend>(
     std::fs::create_dir_all(out).map_err(io(out))?;
     let device = model.encoder.device();
     let threads = default_workers::<AB>(&device);
+    let shards = config.shards.unwrap_or(threads);
     let config = &TrainConfig {
-        shards: Some(config.shards.unwrap_or(threads)),
+        shards: Some(shards),
         ..config.clone()
     };
-    let shards = config.shards.unwrap_or(1);
     let config_json = serde_json::to_value(config).expect("config serialises");
     let ckpt = checkpoint_dir(out);
     let num_layers = model.encoder.bert.num_layers();
@@ -543,7 +543,7 @@ pub fn train<AB: AutodiffBackend>(
             let sorted = by_length(&batch.rows, |r| lengths[r]);
             // One shard's loss, scaled by its share of the rows so that the shards sum to the
             // batch's loss; with it, each task's scaled mean loss for the log.
-            let shard_loss = |m: &Trainable<AB>, range: Range<usize>, _: usize| {
+            let shard_loss = |m: &Trainable<AB>, range: Range<usize>| {
                 let rows = &sorted[range];
                 let share = rows.len() as f64 / n as f64;
                 let embeddings = match &train_split.cache {

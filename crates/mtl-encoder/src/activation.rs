@@ -17,6 +17,10 @@ use crate::sentence_encoder::runs_on_cpu;
 /// # Shapes
 /// - x: any -> same
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = match crate::kernels::gelu(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     let device = x.device();
     if runs_on_cpu::<B>(&device) && !B::ad_enabled(&device) {
         gelu_on_host(x)
@@ -58,7 +62,20 @@ fn gelu_on_host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// `x·Φ(x)` in `f32`, with `Φ(x) = erfc(-x/√2)/2` from the Chebyshev fit of Numerical Recipes
 /// (`erfc` to a relative 1.2e-7 everywhere) and [`exp_f32`]; branch-free so that it vectorises.
 #[inline(always)]
-fn gelu_f32(x: f32) -> f32 {
+pub(crate) fn gelu_f32(x: f32) -> f32 {
+    x * cdf_f32(x)
+}
+
+/// GELU's exact derivative `Φ(x) + x·φ(x)` in `f32`, with [`cdf_f32`] and [`exp_f32`].
+#[inline(always)]
+pub(crate) fn gelu_derivative_f32(x: f32) -> f32 {
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_28;
+    cdf_f32(x) + x * FRAC_1_SQRT_2PI * exp_f32(-0.5 * x * x)
+}
+
+/// `Φ(x) = erfc(-x/√2)/2` (the Chebyshev fit of Numerical Recipes); branch-free.
+#[inline(always)]
+fn cdf_f32(x: f32) -> f32 {
     let z = x.abs() * core::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -1.265_512_2
@@ -71,8 +88,11 @@ fn gelu_f32(x: f32) -> f32 {
                                 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     // erfc(|x|/√2)/2 = Φ(-|x|).
     let tail = 0.5 * t * exp_f32(poly - z * z);
-    let cdf = if x >= 0.0 { 1.0 - tail } else { tail };
-    x * cdf
+    if x >= 0.0 {
+        1.0 - tail
+    } else {
+        tail
+    }
 }
 
 /// `e^x` in `f32` (Cephes' `expf`: range reduction by ln 2 and a degree-6 polynomial, within

@@ -7,6 +7,7 @@ use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 use crate::config::BertConfig;
 use crate::dropout::Dropout;
 use crate::embeddings::{layer_norm, normal_init};
+use crate::kernels::linear as linear_forward;
 
 pub(crate) fn linear<B: Backend>(
     config: &BertConfig,
@@ -57,9 +58,9 @@ impl<B: Backend> BertSelfAttention<B> {
                 .swap_dims(1, 2)
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = heads(self.query.forward(hidden.clone()));
-        let k = heads(self.key.forward(hidden.clone()));
-        let v = heads(self.value.forward(hidden));
+        let q = heads(linear_forward(&self.query, hidden.clone()));
+        let k = heads(linear_forward(&self.key, hidden.clone()));
+        let v = heads(linear_forward(&self.value, hidden));
         let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
         let probs = self.dropout.forward(softmax(scores, 3));
         probs.matmul(v).swap_dims(1, 2).reshape([rows, width])
@@ -86,7 +87,7 @@ impl<B: Backend> BertSelfOutput<B> {
     /// # Shapes
     /// - hidden, residual: `[tokens, hidden]` -> `[tokens, hidden]`
     pub fn forward(&self, hidden: Tensor<B, 2>, residual: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self.dropout.forward(self.dense.forward(hidden));
+        let x = self.dropout.forward(linear_forward(&self.dense, hidden));
         self.layer_norm.forward(x + residual)
     }
 }

@@ -8,6 +8,7 @@ use crate::attention::{linear, BertAttention};
 use crate::config::{BertConfig, HiddenAct};
 use crate::dropout::Dropout;
 use crate::embeddings::layer_norm;
+use crate::kernels::linear as linear_forward;
 
 /// The feed-forward activation as a module constant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +86,11 @@ impl<B: Backend> BertLayer<B> {
         let inner = self
             .intermediate
             .activation
-            .forward(self.intermediate.dense.forward(attended.clone()));
+            .forward(linear_forward(&self.intermediate.dense, attended.clone()));
         let out = self
             .output
             .dropout
-            .forward(self.output.dense.forward(inner));
+            .forward(linear_forward(&self.output.dense, inner));
         self.output.layer_norm.forward(out + attended)
     }
 }

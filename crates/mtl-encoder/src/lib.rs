@@ -7,6 +7,7 @@ pub mod config;
 pub mod dropout;
 pub mod embeddings;
 pub mod error;
+pub mod kernels;
 pub mod layer;
 pub mod loader;
 pub mod memory;

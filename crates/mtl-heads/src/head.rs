@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
 use mtl_encoder::dropout::Dropout;
+use mtl_encoder::kernels::linear;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -141,8 +142,8 @@ impl<B: Backend> ClassificationHead<B> {
     /// # Shapes
     /// - embeddings: `[batch, input_size]` -> logits `[batch, num_classes]`
     pub fn forward(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 2> {
-        let hidden = self.activation.forward(self.dense.forward(embeddings));
-        self.out_proj.forward(self.dropout.forward(hidden))
+        let hidden = self.activation.forward(linear(&self.dense, embeddings));
+        linear(&self.out_proj, self.dropout.forward(hidden))
     }
 
     /// The number of classes.

@@ -98,7 +98,7 @@ fn cdf_f32(x: f32) -> f32 {
 /// `e^x` in `f32` (Cephes' `expf`: range reduction by ln 2 and a degree-6 polynomial, within
 /// 2 ulp), clamped to the normal range; branch-free.
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub(crate) fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // Round x·log2(e) to the nearest integer n by adding 1.5·2^23: y's low mantissa bits then
     // hold n itself.

@@ -1,13 +1,14 @@
 //! Padding-masked multi-head self-attention, with Hugging Face's module names.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
 use crate::config::BertConfig;
 use crate::dropout::Dropout;
 use crate::embeddings::{layer_norm, normal_init};
-use crate::kernels::linear as linear_forward;
+use crate::layer_norm::LayerNorm;
+use crate::kernels::{self, linear as linear_forward};
 
 pub(crate) fn linear<B: Backend>(
     config: &BertConfig,
@@ -57,10 +58,15 @@ impl<B: Backend> BertSelfAttention<B> {
             x.reshape([batch, seq, self.num_attention_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
+        let q = linear_forward(&self.query, hidden.clone());
+        let k = linear_forward(&self.key, hidden.clone());
+        let v = linear_forward(&self.value, hidden);
+        if kernels::has_attention(&q, &mask_bias) {
+            let heads = self.num_attention_heads;
+            return kernels::attention(q, k, v, mask_bias, heads, self.dropout.prob);
+        }
+        let (q, k, v) = (heads(q), heads(k), heads(v));
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = heads(linear_forward(&self.query, hidden.clone()));
-        let k = heads(linear_forward(&self.key, hidden.clone()));
-        let v = heads(linear_forward(&self.value, hidden));
         let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
         let probs = self.dropout.forward(softmax(scores, 3));
         probs.matmul(v).swap_dims(1, 2).reshape([rows, width])

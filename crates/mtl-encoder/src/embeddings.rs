@@ -1,11 +1,12 @@
 //! BERT embeddings: word + position + token type, then LayerNorm and dropout.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 use crate::config::BertConfig;
 use crate::dropout::Dropout;
+use crate::layer_norm::LayerNorm;
 
 /// Hugging Face's `BertEmbeddings`.
 #[derive(Module, Debug)]
@@ -19,9 +20,7 @@ pub struct BertEmbeddings<B: Backend> {
 
 /// A LayerNorm of the hidden width with the configured epsilon.
 pub(crate) fn layer_norm<B: Backend>(config: &BertConfig, device: &B::Device) -> LayerNorm<B> {
-    LayerNormConfig::new(config.hidden_size)
-        .with_epsilon(config.layer_norm_eps)
-        .init(device)
+    LayerNorm::new(config.hidden_size, config.layer_norm_eps, device)
 }
 
 pub(crate) fn normal_init(config: &BertConfig) -> Initializer {

@@ -5,7 +5,7 @@
 //! operands of the backward pass are gathered element by element), and computes GELU's `erf` in
 //! `f64` per element. On `NdArray` and `Autodiff<NdArray>` the encoder's and the heads' linear
 //! layers and GELU run here instead: matrix products read the arrays where they lie (ndarray's
-//! `general_mat_mul` hands matrixmultiply, or BLAS, the strides of transposed views), and under
+//! matrix products are given the strides of transposed views, by the gemm crate or BLAS), and under
 //! autodiff each is one step of the graph whose backward pass is the same products (and GELU's
 //! exact derivative, in one loop). Any other backend, or a tensor that is not `f32`, takes burn's
 //! own operations, so the model stays generic over `B: Backend`.
@@ -14,7 +14,7 @@
 //! `Tensor<Autodiff<NdArray>, D>`) when `B` is that type, and back.
 
 use burn::nn::Linear;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 /// `x·W + b` for one of the model's linear layers: burn-ndarray's matrix products without their
 /// copies where the backend is `NdArray` or `Autodiff<NdArray>` (see the module's
@@ -46,9 +46,70 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor
     Err(x)
 }
 
+/// Whether [`layer_norm`] runs for these tensors: `B` is `NdArray` or `Autodiff<NdArray>` and
+/// they are `f32`.
+pub(crate) fn has_layer_norm<B: Backend, const D: usize>(x: &Tensor<B, D>, gamma: &Tensor<B, 1>) -> bool {
+    #[cfg(feature = "ndarray")]
+    return cpu::is_cpu::<B>() && x.dtype() == DType::F32 && gamma.dtype() == DType::F32;
+    #[cfg(not(feature = "ndarray"))]
+    false
+}
+
+/// LayerNorm over the last axis in one pass per row (and one backward step under autodiff):
+/// `(x − mean)/√(var + ε)·γ + β`, burn's arithmetic in `f32`. Callers check
+/// [`has_layer_norm`] first.
+///
+/// # Shapes
+/// - x: `[..., d]`, gamma, beta: `[d]` -> `[..., d]`
+pub(crate) fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    #[cfg(feature = "ndarray")]
+    return cpu::layer_norm(x, gamma, beta, epsilon);
+    #[cfg(not(feature = "ndarray"))]
+    unreachable!("has_layer_norm is false without the ndarray feature")
+}
+
+/// Whether [`attention`] runs for these tensors: `B` is `NdArray` or `Autodiff<NdArray>` and
+/// the tensors are `f32`.
+pub(crate) fn has_attention<B: Backend>(q: &Tensor<B, 2>, mask_bias: &Tensor<B, 4>) -> bool {
+    #[cfg(feature = "ndarray")]
+    return cpu::is_cpu::<B>() && q.dtype() == DType::F32 && mask_bias.dtype() == DType::F32;
+    #[cfg(not(feature = "ndarray"))]
+    false
+}
+
+/// Multi-head scaled dot-product attention over tokens flattened to rows, one sentence and head
+/// at a time on strided views of the projections (no head split or merge copies):
+/// `softmax(Q·Kᵀ/√d + mask)·V`, with dropout on the probabilities (masks from
+/// [`crate::dropout::dropout_mask`], drawn in the order of a `[batch, heads, seq, seq]` tensor)
+/// when `dropout_prob > 0` under autodiff. Under autodiff it is one step of the graph. Callers
+/// check [`has_attention`] first.
+///
+/// # Shapes
+/// - q, k, v: `[batch * seq, heads * head_dim]`, mask_bias: `[batch, 1, 1, seq]` ->
+///   `[batch * seq, heads * head_dim]`
+pub(crate) fn attention<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    mask_bias: Tensor<B, 4>,
+    heads: usize,
+    dropout_prob: f64,
+) -> Tensor<B, 2> {
+    #[cfg(feature = "ndarray")]
+    return cpu::attention(q, k, v, mask_bias, heads, dropout_prob);
+    #[cfg(not(feature = "ndarray"))]
+    unreachable!("has_attention is false without the ndarray feature")
+}
+
 #[cfg(feature = "ndarray")]
 mod cpu {
     use std::any::{Any, TypeId};
+    use std::borrow::Cow;
 
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
     use burn::backend::autodiff::grads::Gradients;
@@ -60,11 +121,16 @@ mod cpu {
     use ndarray::linalg::general_mat_mul;
     use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix1, Ix2, Zip};
 
-    use crate::activation::{gelu_derivative_f32, gelu_f32};
+    use crate::activation::{exp_f32, gelu_derivative_f32, gelu_f32};
+    use crate::dropout::dropout_mask;
 
     type Inner = NdArray;
     type Ad = Autodiff<Inner>;
     type AdPrimitive = <Ad as BackendTypes>::FloatTensorPrimitive;
+
+    pub(super) fn is_cpu<B: Backend>() -> bool {
+        TypeId::of::<B>() == TypeId::of::<Inner>() || TypeId::of::<B>() == TypeId::of::<Ad>()
+    }
 
     /// `value` as a `U` when `T` is `U`, else `value` back.
     fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
@@ -285,6 +351,383 @@ mod cpu {
             },
         )
     }
+
+    /// The sizes of an attention call.
+    #[derive(Debug, Clone, Copy)]
+    struct Dims {
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        scale: f32,
+    }
+
+    impl Dims {
+        /// Rows and columns of sentence `b`'s head `h` in the `[rows, width]` projections.
+        fn block(&self, b: usize, h: usize) -> ndarray::SliceInfo<[ndarray::SliceInfoElem; 2], Ix2, Ix2> {
+            ndarray::s![
+                b * self.seq..(b + 1) * self.seq,
+                h * self.head_dim..(h + 1) * self.head_dim
+            ]
+        }
+
+        fn probs_len(&self) -> usize {
+            self.batch * self.heads * self.seq * self.seq
+        }
+    }
+
+    /// The context rows, and the probabilities (after softmax, before dropout) that the backward
+    /// pass needs.
+    fn attention_forward(
+        q: &ArrayView2<f32>,
+        k: &ArrayView2<f32>,
+        v: &ArrayView2<f32>,
+        mask: &[f32],
+        dims: Dims,
+        dropout: Option<&[f32]>,
+        keep_probs: bool,
+    ) -> (Array2<f32>, Vec<f32>) {
+        let Dims { batch, seq, heads, .. } = dims;
+        let mut out = Array2::<f32>::zeros(q.raw_dim());
+        let mut kept = Vec::with_capacity(if keep_probs { dims.probs_len() } else { 0 });
+        let mut scores = Array2::<f32>::zeros((seq, seq));
+        for b in 0..batch {
+            let mask = &mask[b * seq..(b + 1) * seq];
+            for h in 0..heads {
+                let block = dims.block(b, h);
+                let (qb, kb, vb) = (q.slice(block), k.slice(block), v.slice(block));
+                general_mat_mul(dims.scale, &qb, &kb.t(), 0.0, &mut scores);
+                let probs = scores.as_slice_mut().expect("fresh arrays are contiguous");
+                for row in probs.chunks_exact_mut(seq) {
+                    softmax_row(row, mask);
+                }
+                if keep_probs {
+                    kept.extend_from_slice(probs);
+                }
+                if let Some(dropout) = dropout {
+                    let start = (b * heads + h) * seq * seq;
+                    for (p, m) in probs.iter_mut().zip(&dropout[start..start + seq * seq]) {
+                        *p *= m;
+                    }
+                }
+                let mut ctx = out.slice_mut(block);
+                general_mat_mul(1.0, &scores, &vb, 0.0, &mut ctx);
+            }
+        }
+        (out, kept)
+    }
+
+    /// `row + mask`, then softmax, in place.
+    fn softmax_row(row: &mut [f32], mask: &[f32]) {
+        let mut max = f32::NEG_INFINITY;
+        for (x, m) in row.iter_mut().zip(mask) {
+            *x += m;
+            max = max.max(*x);
+        }
+        let mut sum = 0.0;
+        for x in row.iter_mut() {
+            *x = exp_f32(*x - max);
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+
+    fn mask_values(mask_bias: &NdArrayTensor) -> Vec<f32> {
+        view(mask_bias).expect("checked f32").iter().copied().collect()
+    }
+
+    fn attention_dims(q: &ArrayView2<f32>, mask: &[f32], mask_dims: &[usize], heads: usize) -> Dims {
+        let (batch, seq) = (mask_dims[0], mask_dims[3]);
+        debug_assert_eq!(mask.len(), batch * seq);
+        let head_dim = q.ncols() / heads;
+        Dims {
+            batch,
+            seq,
+            heads,
+            head_dim,
+            scale: (1.0 / (head_dim as f64).sqrt()) as f32,
+        }
+    }
+
+    pub(super) fn attention<B: Backend>(
+        q: Tensor<B, 2>,
+        k: Tensor<B, 2>,
+        v: Tensor<B, 2>,
+        mask_bias: Tensor<B, 4>,
+        heads: usize,
+        dropout_prob: f64,
+    ) -> Tensor<B, 2> {
+        let mask_dims = mask_bias.dims();
+        if TypeId::of::<B>() == TypeId::of::<Inner>() {
+            let [q, k, v] = [q, k, v].map(|t| primitive::<B, Inner, 2>(t).ok().expect("B is Inner"));
+            let mask = mask_values(&primitive::<B, Inner, 4>(mask_bias).ok().expect("B is Inner"));
+            let (q, k, v) = (view2(&q).expect("f32"), view2(&k).expect("f32"), view2(&v).expect("f32"));
+            let dims = attention_dims(&q, &mask, &mask_dims, heads);
+            let (out, _) = attention_forward(&q, &k, &v, &mask, dims, None, false);
+            return tensor::<B, Inner, 2>(wrap2(out));
+        }
+        let [q, k, v] = [q, k, v].map(|t| primitive::<B, Ad, 2>(t).ok().expect("B is Ad"));
+        let mask = mask_values(&primitive::<B, Ad, 4>(mask_bias).ok().expect("B is Ad").primitive);
+        let (qv, kv, vv) = (
+            view2(&q.primitive).expect("f32"),
+            view2(&k.primitive).expect("f32"),
+            view2(&v.primitive).expect("f32"),
+        );
+        let dims = attention_dims(&qv, &mask, &mask_dims, heads);
+        let dropout = (dropout_prob > 0.0).then(|| dropout_mask(dims.probs_len(), dropout_prob));
+        let tracked = q.is_tracked() || k.is_tracked() || v.is_tracked();
+        let (out, probs) =
+            attention_forward(&qv, &kv, &vv, &mask, dims, dropout.as_deref(), tracked);
+        let out = wrap2(out);
+        let y = match AttentionStep
+            .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                AttentionState {
+                    q: q.primitive.clone(),
+                    k: k.primitive.clone(),
+                    v: v.primitive.clone(),
+                    probs,
+                    dropout,
+                    dims,
+                },
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        tensor::<B, Ad, 2>(y)
+    }
+
+    #[derive(Debug)]
+    struct AttentionStep;
+
+    #[derive(Clone)]
+    struct AttentionState {
+        q: NdArrayTensor,
+        k: NdArrayTensor,
+        v: NdArrayTensor,
+        probs: Vec<f32>,
+        dropout: Option<Vec<f32>>,
+        dims: Dims,
+    }
+
+    impl core::fmt::Debug for AttentionState {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("AttentionState").field("dims", &self.dims).finish_non_exhaustive()
+        }
+    }
+
+    impl Backward<Inner, 3> for AttentionStep {
+        type State = AttentionState;
+
+        /// With `P` the probabilities, `M` the dropout mask and `G` the context's gradient, per
+        /// sentence and head: `dV = (P⊙M)ᵀ·G`, `dP = (G·Vᵀ)⊙M`, `dS = P⊙(dP − rowsum(dP⊙P))`,
+        /// `dQ = dS·K/√d`, `dK = dSᵀ·Q/√d`.
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_q, node_k, node_v] = ops.parents;
+            let grad = grads.consume::<Inner>(&ops.node);
+            let g = view2(&grad).expect("checked f32");
+            let AttentionState { q, k, v, probs, dropout, dims } = ops.state;
+            let (q, k, v) = (view2(&q).expect("f32"), view2(&k).expect("f32"), view2(&v).expect("f32"));
+            let Dims { batch, seq, heads, .. } = dims;
+            let mut dq = node_q.is_some().then(|| Array2::<f32>::zeros(q.raw_dim()));
+            let mut dk = node_k.is_some().then(|| Array2::<f32>::zeros(k.raw_dim()));
+            let mut dv = node_v.is_some().then(|| Array2::<f32>::zeros(v.raw_dim()));
+            let mut dropped = Array2::<f32>::zeros((seq, seq));
+            let mut ds = Array2::<f32>::zeros((seq, seq));
+            for b in 0..batch {
+                for h in 0..heads {
+                    let block = dims.block(b, h);
+                    let start = (b * heads + h) * seq * seq;
+                    let p = &probs[start..start + seq * seq];
+                    let mask = dropout.as_ref().map(|m| &m[start..start + seq * seq]);
+                    let gb = g.slice(block);
+                    if let Some(dv) = dv.as_mut() {
+                        let pd = dropped.as_slice_mut().expect("contiguous");
+                        pd.copy_from_slice(p);
+                        if let Some(mask) = mask {
+                            pd.iter_mut().zip(mask).for_each(|(x, m)| *x *= m);
+                        }
+                        general_mat_mul(1.0, &dropped.t(), &gb, 0.0, &mut dv.slice_mut(block));
+                    }
+                    if dq.is_none() && dk.is_none() {
+                        continue;
+                    }
+                    general_mat_mul(1.0, &gb, &v.slice(block).t(), 0.0, &mut ds);
+                    let dsv = ds.as_slice_mut().expect("contiguous");
+                    if let Some(mask) = mask {
+                        dsv.iter_mut().zip(mask).for_each(|(x, m)| *x *= m);
+                    }
+                    for (row, prow) in dsv.chunks_exact_mut(seq).zip(p.chunks_exact(seq)) {
+                        let dot: f32 = row.iter().zip(prow).map(|(d, p)| d * p).sum();
+                        row.iter_mut().zip(prow).for_each(|(d, p)| *d = p * (*d - dot));
+                    }
+                    if let Some(dq) = dq.as_mut() {
+                        general_mat_mul(dims.scale, &ds, &k.slice(block), 0.0, &mut dq.slice_mut(block));
+                    }
+                    if let Some(dk) = dk.as_mut() {
+                        general_mat_mul(dims.scale, &ds.t(), &q.slice(block), 0.0, &mut dk.slice_mut(block));
+                    }
+                }
+            }
+            for (node, d) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+                if let (Some(node), Some(d)) = (node, d) {
+                    grads.register::<Inner>(node.id, wrap2(d));
+                }
+            }
+        }
+    }
+
+    /// LayerNorm over the last axis of a contiguous `f32` array: the output, the normalised
+    /// values `x̂` and each row's `1/σ`.
+    fn layer_norm_forward(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        epsilon: f32,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let d = gamma.len();
+        let mut out = vec![0.0f32; x.len()];
+        let mut normalised = vec![0.0f32; x.len()];
+        let mut inv_std = Vec::with_capacity(x.len() / d.max(1));
+        for ((row, y), xhat) in x
+            .chunks_exact(d)
+            .zip(out.chunks_exact_mut(d))
+            .zip(normalised.chunks_exact_mut(d))
+        {
+            let mean = row.iter().sum::<f32>() / d as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + epsilon).sqrt();
+            inv_std.push(inv);
+            for (((xh, y), &v), (&g, &b)) in xhat.iter_mut().zip(y.iter_mut()).zip(row).zip(gamma.iter().zip(beta)) {
+                *xh = (v - mean) * inv;
+                *y = *xh * g + b;
+            }
+        }
+        (out, normalised, inv_std)
+    }
+
+    /// An `f32` tensor's values in row-major order, borrowed where its memory already is.
+    fn contiguous(tensor: &NdArrayTensor) -> Cow<'_, [f32]> {
+        let view = view(tensor).expect("checked f32");
+        match view.to_slice() {
+            Some(values) => Cow::Borrowed(values),
+            None => Cow::Owned(view.iter().copied().collect()),
+        }
+    }
+
+    fn wrap_shaped(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
+        wrap(ArrayD::from_shape_vec(shape, values).expect("sizes agree"))
+    }
+
+    pub(super) fn layer_norm<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        gamma: Tensor<B, 1>,
+        beta: Tensor<B, 1>,
+        epsilon: f64,
+    ) -> Tensor<B, D> {
+        let shape = x.dims();
+        if TypeId::of::<B>() == TypeId::of::<Inner>() {
+            let x = primitive::<B, Inner, D>(x).ok().expect("B is Inner");
+            let [gamma, beta] = [gamma, beta].map(|t| primitive::<B, Inner, 1>(t).ok().expect("B is Inner"));
+            let (gamma, beta) = (contiguous(&gamma), contiguous(&beta));
+            let (out, _, _) = layer_norm_forward(&contiguous(&x), &gamma, &beta, epsilon as f32);
+            return tensor::<B, Inner, D>(wrap_shaped(out, &shape));
+        }
+        let x = primitive::<B, Ad, D>(x).ok().expect("B is Ad");
+        let [gamma, beta] = [gamma, beta].map(|t| primitive::<B, Ad, 1>(t).ok().expect("B is Ad"));
+        let gamma_values = contiguous(&gamma.primitive).into_owned();
+        let (out, normalised, inv_std) = layer_norm_forward(
+            &contiguous(&x.primitive),
+            &gamma_values,
+            &contiguous(&beta.primitive),
+            epsilon as f32,
+        );
+        let out = wrap_shaped(out, &shape);
+        let y = match LayerNormStep
+            .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                LayerNormState { normalised, inv_std, gamma: gamma_values, shape: shape.to_vec() },
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        tensor::<B, Ad, D>(y)
+    }
+
+    #[derive(Debug)]
+    struct LayerNormStep;
+
+    #[derive(Clone)]
+    struct LayerNormState {
+        normalised: Vec<f32>,
+        inv_std: Vec<f32>,
+        gamma: Vec<f32>,
+        shape: Vec<usize>,
+    }
+
+    impl core::fmt::Debug for LayerNormState {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("LayerNormState").field("shape", &self.shape).finish_non_exhaustive()
+        }
+    }
+
+    impl Backward<Inner, 3> for LayerNormStep {
+        type State = LayerNormState;
+
+        /// With `x̂` the normalised input and `g` the output's gradient: `dβ = Σ g`,
+        /// `dγ = Σ g⊙x̂` over rows; per row, `dx̂ = g⊙γ` and
+        /// `dx = (dx̂ − mean(dx̂) − x̂·mean(dx̂⊙x̂))/σ`.
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let grad = grads.consume::<Inner>(&ops.node);
+            let grad = contiguous(&grad);
+            let LayerNormState { normalised, inv_std, gamma, shape } = ops.state;
+            let d = gamma.len();
+            if node_gamma.is_some() || node_beta.is_some() {
+                let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+                for (g, xhat) in grad.chunks_exact(d).zip(normalised.chunks_exact(d)) {
+                    for (((dg, db), &g), &xh) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(g).zip(xhat) {
+                        *dg += g * xh;
+                        *db += g;
+                    }
+                }
+                if let Some(node) = node_gamma {
+                    grads.register::<Inner>(node.id, wrap_shaped(dgamma, &[d]));
+                }
+                if let Some(node) = node_beta {
+                    grads.register::<Inner>(node.id, wrap_shaped(dbeta, &[d]));
+                }
+            }
+            if let Some(node) = node_x {
+                let mut dx = vec![0.0f32; grad.len()];
+                for (((dx, g), xhat), &inv) in dx
+                    .chunks_exact_mut(d)
+                    .zip(grad.chunks_exact(d))
+                    .zip(normalised.chunks_exact(d))
+                    .zip(&inv_std)
+                {
+                    let (mut mean_dxhat, mut mean_dxhat_xhat) = (0.0f32, 0.0f32);
+                    for ((&g, &gm), &xh) in g.iter().zip(&gamma).zip(xhat) {
+                        mean_dxhat += g * gm;
+                        mean_dxhat_xhat += g * gm * xh;
+                    }
+                    mean_dxhat /= d as f32;
+                    mean_dxhat_xhat /= d as f32;
+                    for (((dx, &g), &gm), &xh) in dx.iter_mut().zip(g).zip(&gamma).zip(xhat) {
+                        *dx = inv * (g * gm - mean_dxhat - xh * mean_dxhat_xhat);
+                    }
+                }
+                grads.register::<Inner>(node.id, wrap_shaped(dx, &shape));
+            }
+        }
+    }
 }
 
 #[cfg(all(test, feature = "ndarray"))]
@@ -397,6 +840,104 @@ mod tests {
         let db = values(trained.bias.as_ref().unwrap().val().grad(&grads).unwrap());
         assert_eq!(db, vec![4.0; 5]);
     }
+
+    /// Attention by burn's tensor operations (the encoder's generic path), with an explicit
+    /// dropout mask.
+    fn reference_attention<B: Backend>(
+        q: Tensor<B, 2>,
+        k: Tensor<B, 2>,
+        v: Tensor<B, 2>,
+        mask_bias: Tensor<B, 4>,
+        heads: usize,
+        dropout: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 2> {
+        let [batch, _, _, seq] = mask_bias.dims();
+        let [rows, width] = q.dims();
+        let split = |x: Tensor<B, 2>| x.reshape([batch, seq, heads, width / heads]).swap_dims(1, 2);
+        let scale = 1.0 / ((width / heads) as f64).sqrt();
+        let scores = split(q).matmul(split(k).swap_dims(2, 3)) * scale + mask_bias;
+        let mut probs = burn::tensor::activation::softmax(scores, 3);
+        if let Some(mask) = dropout {
+            probs = probs * mask;
+        }
+        probs.matmul(split(v)).swap_dims(1, 2).reshape([rows, width])
+    }
+
+    /// Three sentences of 5 tokens (the second padded after 3, the third after 1), 4 heads of 6.
+    fn attention_inputs<B: Backend>() -> [Tensor<B, 2>; 3] {
+        let device = Default::default();
+        [0, 1, 2].map(|_| Tensor::<B, 2>::random([15, 24], Distribution::Normal(0.0, 1.0), &device))
+    }
+
+    fn mask_bias<B: Backend>() -> Tensor<B, 4> {
+        let mut bias = vec![0.0f32; 15];
+        bias[8..10].fill(-1e4);
+        bias[11..15].fill(-1e4);
+        Tensor::from_data(TensorData::new(bias, [3, 1, 1, 5]), &Default::default())
+    }
+
+    #[test]
+    fn attention_at_inference_equals_the_tensor_ops() {
+        let [q, k, v] = attention_inputs::<NdArray>();
+        let mask = mask_bias::<NdArray>();
+        assert!(has_attention(&q, &mask));
+        let ours = attention(q.clone(), k.clone(), v.clone(), mask.clone(), 4, 0.1);
+        let reference = reference_attention(q, k, v, mask, 4, None);
+        assert_close(&values(ours), &values(reference), "context");
+    }
+
+    /// Under autodiff, with and without dropout: the context and the gradients of q, k and v
+    /// against autodiff through burn's operations with the same mask.
+    #[test]
+    fn attention_gradients_equal_the_tensor_ops() {
+        let device = Default::default();
+        let [q, k, v] = attention_inputs::<AB>();
+        let mask = mask_bias::<AB>();
+        let weights = Tensor::<AB, 2>::random([15, 24], Distribution::Normal(0.0, 1.0), &device);
+        for prob in [0.0, 0.3] {
+            let run = |ours: bool| {
+                let [q, k, v] = [&q, &k, &v].map(|t| t.clone().detach().require_grad());
+                crate::dropout::seed_dropout(42);
+                let y = if ours {
+                    attention(q.clone(), k.clone(), v.clone(), mask.clone(), 4, prob)
+                } else {
+                    let dropout = (prob > 0.0).then(|| {
+                        let values = crate::dropout::dropout_mask(3 * 4 * 5 * 5, prob);
+                        Tensor::from_data(TensorData::new(values, [3, 4, 5, 5]), &device)
+                    });
+                    reference_attention(q.clone(), k.clone(), v.clone(), mask.clone(), 4, dropout)
+                };
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                [
+                    values(y),
+                    values(q.grad(&grads).unwrap()),
+                    values(k.grad(&grads).unwrap()),
+                    values(v.grad(&grads).unwrap()),
+                ]
+            };
+            let (ours, burns) = (run(true), run(false));
+            for (i, what) in ["context", "dq", "dk", "dv"].iter().enumerate() {
+                assert_close(&ours[i], &burns[i], &format!("{what} (dropout {prob})"));
+            }
+        }
+    }
+
+    /// Only the inputs that need a gradient get one.
+    #[test]
+    fn attention_gradients_follow_what_is_tracked() {
+        let [q, k, v] = attention_inputs::<AB>();
+        let v = v.require_grad();
+        let grads = attention(q.clone(), k.clone(), v.clone(), mask_bias(), 4, 0.0)
+            .sum()
+            .backward();
+        assert!(q.grad(&grads).is_none() && k.grad(&grads).is_none());
+        // Each row of probabilities sums to 1, so the gradient of the sum with respect to V
+        // sums to the number of rows times the width.
+        let dv = values(v.grad(&grads).unwrap());
+        let total: f32 = dv.iter().sum();
+        assert!((total - 15.0 * 24.0).abs() < 1e-3, "{total}");
+    }
+
 
     /// GELU's gradient under autodiff, through the kernel, on a grid from -8 to 8: the exact
     /// derivative computed by burn's tensor operations in f32 (erf and exp).

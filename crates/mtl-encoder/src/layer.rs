@@ -1,13 +1,14 @@
 //! One post-LayerNorm transformer layer and the encoder stack.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::{activation, backend::Backend, Tensor};
 
 use crate::attention::{linear, BertAttention};
 use crate::config::{BertConfig, HiddenAct};
 use crate::dropout::Dropout;
 use crate::embeddings::layer_norm;
+use crate::layer_norm::LayerNorm;
 use crate::kernels::linear as linear_forward;
 
 /// The feed-forward activation as a module constant.

@@ -9,6 +9,7 @@ pub mod embeddings;
 pub mod error;
 pub mod kernels;
 pub mod layer;
+pub mod layer_norm;
 pub mod loader;
 pub mod memory;
 pub mod pooling;

@@ -108,7 +108,7 @@ impl OptimConfig {
 /// Gradients summed over micro-batches, by parameter path, on the inner backend (ordered, so
 /// the global norm is summed in the same order every time).
 pub struct GradAccumulator<B: Backend> {
-    grads: BTreeMap<String, Tensor<B, 1>>,
+    grads: BTreeMap<String, Summed<B>>,
     micro_batches: usize,
 }
 
@@ -121,9 +121,77 @@ impl<B: Backend> Default for GradAccumulator<B> {
     }
 }
 
+/// One parameter's summed gradient, flattened: on CPU backends host values, moved out of the
+/// tensors without copies and summed in place (burn-ndarray's reshape and addition would each
+/// copy, 47 MB for the word embeddings alone); elsewhere a tensor.
+enum Summed<B: Backend> {
+    Host(Vec<f32>),
+    Device(Tensor<B, 1>),
+}
+
+impl<B: Backend> Summed<B> {
+    fn new<const D: usize>(g: Tensor<B, D>) -> Self {
+        if runs_on_cpu::<B>(&g.device()) {
+            Self::Host(host_vec(g))
+        } else {
+            let n = g.shape().num_elements();
+            Self::Device(g.reshape([n]))
+        }
+    }
+
+    fn add(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Host(mut a), Self::Host(b)) => {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                Self::Host(a)
+            }
+            (Self::Device(a), Self::Device(b)) => Self::Device(a + b),
+            (a, b) => {
+                let device = a.device().or(b.device()).unwrap_or_default();
+                Self::Device(a.tensor(&device) + b.tensor(&device))
+            }
+        }
+    }
+
+    fn device(&self) -> Option<B::Device> {
+        match self {
+            Self::Host(_) => None,
+            Self::Device(t) => Some(t.device()),
+        }
+    }
+
+    fn tensor(self, device: &B::Device) -> Tensor<B, 1> {
+        match self {
+            Self::Host(values) => {
+                let n = values.len();
+                Tensor::from_data(TensorData::new(values, [n]), device)
+            }
+            Self::Device(t) => t,
+        }
+    }
+
+    fn host(self) -> Vec<f32> {
+        match self {
+            Self::Host(values) => values,
+            Self::Device(t) => host_vec(t),
+        }
+    }
+
+    /// The sum of squares, in `f64` (on the host, `f32` sums of blocks of 1024 added in `f64`).
+    fn squared_norm(&self) -> f64 {
+        match self {
+            Self::Host(values) => values
+                .chunks(1024)
+                .map(|block| block.iter().map(|x| x * x).sum::<f32>() as f64)
+                .sum(),
+            Self::Device(g) => (g.clone() * g.clone()).sum().into_scalar().elem(),
+        }
+    }
+}
+
 struct CollectGrads<'a, B: Backend> {
     grads: &'a mut GradientsParams,
-    into: &'a mut BTreeMap<String, Tensor<B, 1>>,
+    into: &'a mut BTreeMap<String, Summed<B>>,
     path: Vec<String>,
 }
 
@@ -136,11 +204,10 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for CollectGrads<'_, AB::InnerBacken
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         if let Some(g) = self.grads.remove::<AB::InnerBackend, D>(param.id) {
-            let n = g.shape().num_elements();
-            let g = g.reshape([n]);
+            let g = Summed::new(g);
             let path = self.path.join(".");
             let sum = match self.into.remove(&path) {
-                Some(acc) => acc + g,
+                Some(acc) => acc.add(g),
                 None => g,
             };
             self.into.insert(path, sum);
@@ -189,15 +256,7 @@ impl<B: Backend> GradAccumulator<B> {
     /// The global L2 norm of the (averaged) gradients.
     pub fn global_norm(&self) -> f64 {
         let scale = 1.0 / self.micro_batches.max(1) as f64;
-        let squares: Vec<Tensor<B, 1>> = self
-            .grads
-            .values()
-            .map(|g| (g.clone() * g.clone()).sum())
-            .collect();
-        if squares.is_empty() {
-            return 0.0;
-        }
-        let total: f64 = Tensor::cat(squares, 0).sum().into_scalar().elem();
+        let total: f64 = self.grads.values().map(Summed::squared_norm).sum();
         total.sqrt() * scale
     }
 }
@@ -232,7 +291,7 @@ struct Update<'a, B: Backend> {
     optim: &'a mut AdamW<B>,
     /// Update in one fused pass over host memory (CPU backends) instead of tensor operations.
     host: bool,
-    grads: BTreeMap<String, Tensor<B, 1>>,
+    grads: BTreeMap<String, Summed<B>>,
     grad_scale: f64,
     lr_factor: f64,
     path: Vec<String>,
@@ -261,9 +320,8 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
         let (beta1, beta2, eps) = (c.beta1, c.beta2, c.eps);
         let (id, tensor, mapper) = param.consume();
         let inner = tensor.inner();
-        let shape = inner.shape();
+        let (shape, device) = (inner.shape(), inner.device());
         let n = shape.num_elements();
-        let p = inner.reshape([n]);
         let state = self.optim.state.remove(&path);
         let steps = state.as_ref().map_or(0, |s| s.steps) + 1;
         let k = AdamStep {
@@ -280,10 +338,13 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
                 Some(s) => (host_vec(s.m), host_vec(s.v)),
                 None => (vec![0.0; n], vec![0.0; n]),
             };
-            let device = p.device();
-            k.on_host::<AB::InnerBackend>(host_vec(p), host_vec(grad), m, v, &device)
+            let (p, m, v) = k.on_host(host_vec(inner), grad.host(), m, v);
+            let tensor = |x: Vec<f32>| Tensor::<AB::InnerBackend, 1>::from_data(TensorData::new(x, [n]), &device);
+            let p = Tensor::from_data(TensorData::new(p, shape), &device);
+            (p, tensor(m), tensor(v))
         } else {
-            let g = grad * self.grad_scale;
+            let p = inner.reshape([n]);
+            let g = grad.tensor(&device) * self.grad_scale;
             let (m, v) = match state {
                 Some(s) => (s.m, s.v),
                 None => (g.zeros_like(), g.zeros_like()),
@@ -292,11 +353,11 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
             let v = v * beta2 + g.clone() * g * (1.0 - beta2);
             let denom = (v.clone() / k.bias2).sqrt() + eps;
             let p = p * k.decay - (m.clone() / denom) * k.step_size;
-            (p, m, v)
+            (p.reshape(shape), m, v)
         };
         self.optim.state.insert(path, Moments { m, v, steps });
         self.updated += 1;
-        let value = Tensor::<AB, D>::from_inner(p.reshape(shape)).require_grad();
+        let value = Tensor::<AB, D>::from_inner(p).require_grad();
         Param::from_mapped_value(id, value, mapper)
     }
 }
@@ -316,8 +377,9 @@ struct AdamStep {
     step_size: f64,
 }
 
-/// Tensor data as host `f32` values (no copy for a CPU backend's uniquely held f32 tensor).
-fn host_vec<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
+/// Tensor data as host `f32` values in row-major order (no copy for a CPU backend's uniquely
+/// held, contiguous f32 tensor).
+fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .into_vec::<f32>()
@@ -329,14 +391,13 @@ impl AdamStep {
     /// same `f32` arithmetic, in the same order, as the tensor-operation path. On CPU backends
     /// the data moves in and out of the tensors without copies; the tensor path makes about ten
     /// passes and as many allocations.
-    fn on_host<B: Backend>(
+    fn on_host(
         &self,
         mut p: Vec<f32>,
         g: Vec<f32>,
         mut m: Vec<f32>,
         mut v: Vec<f32>,
-        device: &B::Device,
-    ) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let f = |x: f64| x as f32;
         let (b1, c1, b2, c2) = (
             f(self.beta1),
@@ -376,8 +437,7 @@ impl AdamStep {
                 }
             });
         }
-        let tensor = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), device);
-        (tensor(p), tensor(m), tensor(v))
+        (p, m, v)
     }
 }
 
@@ -427,7 +487,7 @@ impl<B: Backend> AdamW<B> {
             .grads
             .values()
             .next()
-            .is_some_and(|g| runs_on_cpu::<B>(&g.device()));
+            .is_some_and(|g| matches!(g, Summed::Host(_)));
         let mut update = Update {
             host: self.host_update.unwrap_or(on_cpu),
             optim: self,

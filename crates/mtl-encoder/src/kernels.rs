@@ -121,7 +121,7 @@ mod cpu {
     use ndarray::linalg::general_mat_mul;
     use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix1, Ix2, Zip};
 
-    use crate::activation::{exp_f32, gelu_derivative_f32, gelu_f32};
+    use crate::activation::{exp_f32, gelu_backward_slice, gelu_derivative_f32, gelu_f32, gelu_slice};
     use crate::dropout::dropout_mask;
 
     type Inner = NdArray;
@@ -288,7 +288,10 @@ mod cpu {
         match x {
             NdArrayTensor::F32(storage) => {
                 let mut values = storage.into_owned();
-                values.mapv_inplace(gelu_f32);
+                match values.as_slice_memory_order_mut() {
+                    Some(slice) => gelu_slice(slice),
+                    None => values.mapv_inplace(gelu_f32),
+                }
                 Ok(NdArrayTensor::from(values))
             }
             other => Err(other),
@@ -327,9 +330,12 @@ mod cpu {
                     unreachable!("gradients of an f32 tensor are f32")
                 };
                 let mut grad = grad.into_owned();
-                Zip::from(&mut grad)
-                    .and(&x)
-                    .for_each(|g, &x| *g *= gelu_derivative_f32(x));
+                match (x.as_slice(), grad.as_slice_mut()) {
+                    (Some(x), Some(g)) => gelu_backward_slice(g, x),
+                    _ => Zip::from(&mut grad)
+                        .and(&x)
+                        .for_each(|g, &x| *g *= gelu_derivative_f32(x)),
+                }
                 NdArrayTensor::from(grad)
             });
         }

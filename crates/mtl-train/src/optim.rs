@@ -182,7 +182,16 @@ impl<B: Backend> Summed<B> {
         match self {
             Self::Host(values) => values
                 .chunks(1024)
-                .map(|block| block.iter().map(|x| x * x).sum::<f32>() as f64)
+                .map(|block| {
+                    // Eight partial sums, so that the loop vectorises.
+                    let mut lanes = [0.0f32; 8];
+                    let mut chunks = block.chunks_exact(8);
+                    for chunk in &mut chunks {
+                        lanes.iter_mut().zip(chunk).for_each(|(s, x)| *s += x * x);
+                    }
+                    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+                    (lanes.iter().sum::<f32>() + tail) as f64
+                })
                 .sum(),
             Self::Device(g) => (g.clone() * g.clone()).sum().into_scalar().elem(),
         }

@@ -7,8 +7,8 @@ use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 use crate::config::BertConfig;
 use crate::dropout::Dropout;
 use crate::embeddings::{layer_norm, normal_init};
-use crate::layer_norm::LayerNorm;
 use crate::kernels::{self, linear as linear_forward};
+use crate::layer_norm::LayerNorm;
 
 pub(crate) fn linear<B: Backend>(
     config: &BertConfig,

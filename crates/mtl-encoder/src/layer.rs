@@ -8,8 +8,8 @@ use crate::attention::{linear, BertAttention};
 use crate::config::{BertConfig, HiddenAct};
 use crate::dropout::Dropout;
 use crate::embeddings::layer_norm;
-use crate::layer_norm::LayerNorm;
 use crate::kernels::linear as linear_forward;
+use crate::layer_norm::LayerNorm;
 
 /// The feed-forward activation as a module constant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

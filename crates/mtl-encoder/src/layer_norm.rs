@@ -54,8 +54,8 @@ impl<B: Backend> LayerNorm<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::normal;
     use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::Distribution;
 
     type AB = Autodiff<NdArray>;
 
@@ -66,39 +66,53 @@ mod tests {
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 2e-5 * (1.0 + y.abs()), "{what}[{i}]: {x} vs burn's {y}");
+            assert!(
+                (x - y).abs() <= 2e-5 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs burn's {y}"
+            );
         }
     }
 
     fn layer<B: Backend>() -> LayerNorm<B> {
         let device = Default::default();
         let mut norm = LayerNorm::new(16, 1e-12, &device);
-        norm.gamma = Param::from_tensor(Tensor::random([16], Distribution::Normal(1.0, 0.5), &device));
-        norm.beta = Param::from_tensor(Tensor::random([16], Distribution::Normal(0.0, 0.5), &device));
+        norm.gamma = Param::from_tensor(normal([16], 1.0, 0.5, 101));
+        norm.beta = Param::from_tensor(normal([16], 0.0, 0.5, 102));
         norm
     }
 
     #[test]
     fn equals_burns_layer_norm_at_inference() {
         let norm = layer::<NdArray>();
-        let x = Tensor::<NdArray, 3>::random([2, 5, 16], Distribution::Normal(3.0, 2.0), &Default::default());
-        assert_close(&values(norm.forward(x.clone())), &values(norm.by_burn(x.clone())), "y");
+        let x = normal::<NdArray, 3>([2, 5, 16], 3.0, 2.0, 103);
+        assert_close(
+            &values(norm.forward(x.clone())),
+            &values(norm.by_burn(x.clone())),
+            "y",
+        );
         // A layout that is not row-major is read element by element.
         let swapped = x.clone().swap_dims(0, 1);
-        assert_close(&values(norm.forward(swapped.clone())), &values(norm.by_burn(swapped)), "y of a permuted x");
+        assert_close(
+            &values(norm.forward(swapped.clone())),
+            &values(norm.by_burn(swapped)),
+            "y of a permuted x",
+        );
     }
 
     /// Values and the gradients of x, gamma and beta against autodiff through burn's
     /// `layer_norm`, for a loss weighing each output differently.
     #[test]
     fn gradients_equal_burns() {
-        let device = Default::default();
         let norm = layer::<AB>();
-        let x = Tensor::<AB, 2>::random([7, 16], Distribution::Normal(-1.0, 3.0), &device);
-        let weights = Tensor::<AB, 2>::random([7, 16], Distribution::Normal(0.0, 1.0), &device);
+        let x = normal::<AB, 2>([7, 16], -1.0, 3.0, 104);
+        let weights = normal::<AB, 2>([7, 16], 0.0, 1.0, 105);
         let run = |ours: bool| {
             let x = x.clone().detach().require_grad();
-            let y = if ours { norm.forward(x.clone()) } else { norm.by_burn(x.clone()) };
+            let y = if ours {
+                norm.forward(x.clone())
+            } else {
+                norm.by_burn(x.clone())
+            };
             let grads = (y.clone() * weights.clone()).sum().backward();
             [
                 values(y),

@@ -348,7 +348,9 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
                 None => (vec![0.0; n], vec![0.0; n]),
             };
             let (p, m, v) = k.on_host(host_vec(inner), grad.host(), m, v);
-            let tensor = |x: Vec<f32>| Tensor::<AB::InnerBackend, 1>::from_data(TensorData::new(x, [n]), &device);
+            let tensor = |x: Vec<f32>| {
+                Tensor::<AB::InnerBackend, 1>::from_data(TensorData::new(x, [n]), &device)
+            };
             let p = Tensor::from_data(TensorData::new(p, shape), &device);
             (p, tensor(m), tensor(v))
         } else {

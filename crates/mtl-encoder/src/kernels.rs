@@ -2,16 +2,23 @@
 //!
 //! burn-ndarray copies both operands of every matrix product into fresh arrays before
 //! multiplying (its reshape to three dimensions copies even contiguous data, and the transposed
-//! operands of the backward pass are gathered element by element), and computes GELU's `erf` in
-//! `f64` per element. On `NdArray` and `Autodiff<NdArray>` the encoder's and the heads' linear
-//! layers and GELU run here instead: matrix products read the arrays where they lie (ndarray's
-//! matrix products are given the strides of transposed views, by the gemm crate or BLAS), and under
-//! autodiff each is one step of the graph whose backward pass is the same products (and GELU's
-//! exact derivative, in one loop). Any other backend, or a tensor that is not `f32`, takes burn's
-//! own operations, so the model stays generic over `B: Backend`.
+//! operands of the backward pass are gathered element by element); under autodiff, softmax and
+//! LayerNorm are chains of about ten operations, each a pass over memory forward and back; GELU's
+//! `erf` runs in `f64` per element. On `NdArray` and `Autodiff<NdArray>` the model's linear
+//! layers, attention, LayerNorm and GELU run here instead:
 //!
-//! The dispatch is by type: a `Tensor<B, D>` is moved into a `Tensor<NdArray, D>` (or
-//! `Tensor<Autodiff<NdArray>, D>`) when `B` is that type, and back.
+//! - matrix products read the arrays where they lie (ndarray's `general_mat_mul`, which hands
+//!   matrixmultiply, or BLAS with the `openblas` feature, the strides of transposed views);
+//! - attention runs one sentence and head at a time on strided views of the Q, K and V
+//!   projections (no head split or merge copies), softmax and dropout in place;
+//! - LayerNorm and GELU are one loop each (GELU in AVX2 where the CPU has it);
+//! - under autodiff each is one step of the graph, whose backward pass is written out (the same
+//!   products; softmax's, LayerNorm's and GELU's exact derivatives).
+//!
+//! Any other backend, or a tensor that is not `f32`, takes burn's own operations, so the model
+//! stays generic over `B: Backend`. The dispatch is by type: a `Tensor<B, D>` is moved into a
+//! `Tensor<NdArray, D>` (or `Tensor<Autodiff<NdArray>, D>`) when `B` is that type, and back. Tests
+//! check values and gradients against burn's operations.
 
 use burn::nn::Linear;
 use burn::tensor::{backend::Backend, DType, Tensor};

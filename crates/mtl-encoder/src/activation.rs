@@ -82,6 +82,7 @@ unsafe fn gelu_slice_avx2(values: &mut [f32]) {
 }
 
 /// `grad ← grad·gelu'(x)` element by element, eight lanes at a time where the CPU has AVX2.
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
 pub(crate) fn gelu_backward_slice(grad: &mut [f32], x: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
@@ -91,6 +92,7 @@ pub(crate) fn gelu_backward_slice(grad: &mut [f32], x: &[f32]) {
     gelu_backward_slice_portable(grad, x)
 }
 
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
 #[inline(always)]
 fn gelu_backward_slice_portable(grad: &mut [f32], x: &[f32]) {
     grad.iter_mut()
@@ -98,6 +100,7 @@ fn gelu_backward_slice_portable(grad: &mut [f32], x: &[f32]) {
         .for_each(|(g, &x)| *g *= gelu_derivative_f32(x));
 }
 
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn gelu_backward_slice_avx2(grad: &mut [f32], x: &[f32]) {
@@ -112,6 +115,7 @@ pub(crate) fn gelu_f32(x: f32) -> f32 {
 }
 
 /// GELU's exact derivative `Φ(x) + x·φ(x)` in `f32`, with [`cdf_f32`] and [`exp_f32`].
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn gelu_derivative_f32(x: f32) -> f32 {
     const FRAC_1_SQRT_2PI: f32 = 0.398_942_28;

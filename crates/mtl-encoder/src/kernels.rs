@@ -21,7 +21,9 @@
 //! check values and gradients against burn's operations.
 
 use burn::nn::Linear;
-use burn::tensor::{backend::Backend, DType, Tensor};
+#[cfg(feature = "ndarray")]
+use burn::tensor::DType;
+use burn::tensor::{backend::Backend, Tensor};
 
 /// `x·W + b` for one of the model's linear layers: burn-ndarray's matrix products without their
 /// copies where the backend is `NdArray` or `Autodiff<NdArray>` (see the module's
@@ -57,6 +59,7 @@ pub(crate) fn gelu<B: Backend, const D: usize>(
 
 /// Whether [`layer_norm`] runs for these tensors: `B` is `NdArray` or `Autodiff<NdArray>` and
 /// they are `f32`.
+#[cfg_attr(not(feature = "ndarray"), allow(unused_variables))]
 pub(crate) fn has_layer_norm<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     gamma: &Tensor<B, 1>,
@@ -73,6 +76,7 @@ pub(crate) fn has_layer_norm<B: Backend, const D: usize>(
 ///
 /// # Shapes
 /// - x: `[..., d]`, gamma, beta: `[d]` -> `[..., d]`
+#[cfg_attr(not(feature = "ndarray"), allow(unused_variables))]
 pub(crate) fn layer_norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     gamma: Tensor<B, 1>,
@@ -87,6 +91,7 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
 
 /// Whether [`attention`] runs for these tensors: `B` is `NdArray` or `Autodiff<NdArray>` and
 /// the tensors are `f32`.
+#[cfg_attr(not(feature = "ndarray"), allow(unused_variables))]
 pub(crate) fn has_attention<B: Backend>(q: &Tensor<B, 2>, mask_bias: &Tensor<B, 4>) -> bool {
     #[cfg(feature = "ndarray")]
     return cpu::is_cpu::<B>() && q.dtype() == DType::F32 && mask_bias.dtype() == DType::F32;
@@ -104,6 +109,7 @@ pub(crate) fn has_attention<B: Backend>(q: &Tensor<B, 2>, mask_bias: &Tensor<B, 
 /// # Shapes
 /// - q, k, v: `[batch * seq, heads * head_dim]`, mask_bias: `[batch, 1, 1, seq]` ->
 ///   `[batch * seq, heads * head_dim]`
+#[cfg_attr(not(feature = "ndarray"), allow(unused_variables))]
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 2>,
     k: Tensor<B, 2>,

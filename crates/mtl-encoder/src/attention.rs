@@ -61,7 +61,7 @@ impl<B: Backend> BertSelfAttention<B> {
         let q = linear_forward(&self.query, hidden.clone());
         let k = linear_forward(&self.key, hidden.clone());
         let v = linear_forward(&self.value, hidden);
-        if kernels::has_attention(&q, &mask_bias) {
+        if kernels::applies::<B>(&[q.dtype(), k.dtype(), v.dtype(), mask_bias.dtype()]) {
             let heads = self.num_attention_heads;
             return kernels::attention(q, k, v, mask_bias, heads, self.dropout.prob);
         }

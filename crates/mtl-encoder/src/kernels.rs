@@ -21,9 +21,7 @@
 //! check values and gradients against burn's operations.
 
 use burn::nn::Linear;
-#[cfg(feature = "ndarray")]
-use burn::tensor::DType;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 /// `x·W + b` for one of the model's linear layers: burn-ndarray's matrix products without their
 /// copies where the backend is `NdArray` or `Autodiff<NdArray>` (see the module's
@@ -57,22 +55,19 @@ pub(crate) fn gelu<B: Backend, const D: usize>(
     Err(x)
 }
 
-/// Whether [`layer_norm`] runs for these tensors: `B` is `NdArray` or `Autodiff<NdArray>` and
-/// they are `f32`.
+/// Whether [`layer_norm`] and [`attention`] run for tensors of these element types: `B` is
+/// `NdArray` or `Autodiff<NdArray>` and every tensor is `f32`.
 #[cfg_attr(not(feature = "ndarray"), allow(unused_variables))]
-pub(crate) fn has_layer_norm<B: Backend, const D: usize>(
-    x: &Tensor<B, D>,
-    gamma: &Tensor<B, 1>,
-) -> bool {
+pub(crate) fn applies<B: Backend>(dtypes: &[DType]) -> bool {
     #[cfg(feature = "ndarray")]
-    return cpu::is_cpu::<B>() && x.dtype() == DType::F32 && gamma.dtype() == DType::F32;
+    return cpu::is_cpu::<B>() && dtypes.iter().all(|d| *d == DType::F32);
     #[cfg(not(feature = "ndarray"))]
     false
 }
 
 /// LayerNorm over the last axis in one pass per row (and one backward step under autodiff):
 /// `(x − mean)/√(var + ε)·γ + β`, burn's arithmetic in `f32`. Callers check
-/// [`has_layer_norm`] first.
+/// [`applies`] first.
 ///
 /// # Shapes
 /// - x: `[..., d]`, gamma, beta: `[d]` -> `[..., d]`
@@ -86,17 +81,7 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
     #[cfg(feature = "ndarray")]
     return cpu::layer_norm(x, gamma, beta, epsilon);
     #[cfg(not(feature = "ndarray"))]
-    unreachable!("has_layer_norm is false without the ndarray feature")
-}
-
-/// Whether [`attention`] runs for these tensors: `B` is `NdArray` or `Autodiff<NdArray>` and
-/// the tensors are `f32`.
-#[cfg_attr(not(feature = "ndarray"), allow(unused_variables))]
-pub(crate) fn has_attention<B: Backend>(q: &Tensor<B, 2>, mask_bias: &Tensor<B, 4>) -> bool {
-    #[cfg(feature = "ndarray")]
-    return cpu::is_cpu::<B>() && q.dtype() == DType::F32 && mask_bias.dtype() == DType::F32;
-    #[cfg(not(feature = "ndarray"))]
-    false
+    unreachable!("`applies` is false without the ndarray feature")
 }
 
 /// Multi-head scaled dot-product attention over tokens flattened to rows, one sentence and head
@@ -104,7 +89,7 @@ pub(crate) fn has_attention<B: Backend>(q: &Tensor<B, 2>, mask_bias: &Tensor<B, 
 /// `softmax(Q·Kᵀ/√d + mask)·V`, with dropout on the probabilities (masks from
 /// [`crate::dropout::dropout_mask`], drawn in the order of a `[batch, heads, seq, seq]` tensor)
 /// when `dropout_prob > 0` under autodiff. Under autodiff it is one step of the graph. Callers
-/// check [`has_attention`] first.
+/// check [`applies`] first.
 ///
 /// # Shapes
 /// - q, k, v: `[batch * seq, heads * head_dim]`, mask_bias: `[batch, 1, 1, seq]` ->
@@ -121,7 +106,7 @@ pub(crate) fn attention<B: Backend>(
     #[cfg(feature = "ndarray")]
     return cpu::attention(q, k, v, mask_bias, heads, dropout_prob);
     #[cfg(not(feature = "ndarray"))]
-    unreachable!("has_attention is false without the ndarray feature")
+    unreachable!("`applies` is false without the ndarray feature")
 }
 
 #[cfg(feature = "ndarray")]
@@ -1015,7 +1000,7 @@ pub(crate) mod tests {
     fn attention_at_inference_equals_the_tensor_ops() {
         let [q, k, v] = attention_inputs::<NdArray>();
         let mask = mask_bias::<NdArray>();
-        assert!(has_attention(&q, &mask));
+        assert!(applies::<NdArray>(&[q.dtype(), mask.dtype()]));
         let ours = attention(q.clone(), k.clone(), v.clone(), mask.clone(), 4, 0.1);
         let reference = reference_attention(q, k, v, mask, 4, None);
         assert_close(&values(ours), &values(reference), "context");

@@ -858,7 +858,7 @@ pub(crate) mod tests {
     }
 
     fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().unwrap()
+        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
     }
 
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
@@ -1006,38 +1006,122 @@ pub(crate) mod tests {
         assert_close(&values(ours), &values(reference), "context");
     }
 
-    /// Under autodiff, with and without dropout: the context and the gradients of q, k and v
-    /// against autodiff through burn's operations with the same mask.
+    /// Attention in `f64` on the host, row by row (the definition, independent of burn and of
+    /// the kernel's blocking): the context for row-major q, k, v and a `[batch * seq]` mask.
+    fn host_attention(
+        [q, k, v]: [&[f64]; 3],
+        mask: &[f64],
+        dropout: Option<&[f64]>,
+        (batch, seq, heads, width): (usize, usize, usize, usize),
+    ) -> Vec<f64> {
+        let d = width / heads;
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut out = vec![0.0; batch * seq * width];
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..seq {
+                    let row = (b * seq + i) * width + h * d;
+                    let mut p: Vec<f64> = (0..seq)
+                        .map(|j| {
+                            let col = (b * seq + j) * width + h * d;
+                            let dot: f64 = (0..d).map(|c| q[row + c] * k[col + c]).sum();
+                            dot * scale + mask[b * seq + j]
+                        })
+                        .collect();
+                    let max = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    p.iter_mut().for_each(|x| *x = (*x - max).exp());
+                    let sum: f64 = p.iter().sum();
+                    for (j, p) in p.iter().enumerate() {
+                        let mut p = p / sum;
+                        if let Some(m) = dropout {
+                            p *= m[((b * heads + h) * seq + i) * seq + j];
+                        }
+                        let col = (b * seq + j) * width + h * d;
+                        for c in 0..d {
+                            out[row + c] += p * v[col + c];
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Under autodiff, with and without dropout: the context against [`host_attention`], and
+    /// the gradients of q, k and v of `sum(context ⊙ weights)` against central differences of
+    /// it in `f64`. (burn's own operations are no reference here: burn-ndarray's SIMD kernels,
+    /// on in the workspace build, move its attention gradients by up to 2e-3 relative, `f64`
+    /// included.)
     #[test]
-    fn attention_gradients_equal_the_tensor_ops() {
-        let device = Default::default();
+    fn attention_gradients_match_finite_differences() {
         let [q, k, v] = attention_inputs::<AB>();
         let mask = mask_bias::<AB>();
         let weights = normal::<AB, 2>([15, 24], 0.0, 1.0, 10);
+        let host = |t: &Tensor<AB, 2>| -> Vec<f64> {
+            values(t.clone()).iter().map(|&x| x as f64).collect()
+        };
+        let (mask64, weights64) = (
+            values(mask.clone())
+                .iter()
+                .map(|&x| x as f64)
+                .collect::<Vec<_>>(),
+            host(&weights),
+        );
+        let dims = (3, 5, 4, 24);
         for prob in [0.0, 0.3] {
-            let run = |ours: bool| {
-                let [q, k, v] = [&q, &k, &v].map(|t| t.clone().detach().require_grad());
-                crate::dropout::seed_dropout(42);
-                let y = if ours {
-                    attention(q.clone(), k.clone(), v.clone(), mask.clone(), 4, prob)
-                } else {
-                    let dropout = (prob > 0.0).then(|| {
-                        let values = crate::dropout::dropout_mask(3 * 4 * 5 * 5, prob);
-                        Tensor::from_data(TensorData::new(values, [3, 4, 5, 5]), &device)
-                    });
-                    reference_attention(q.clone(), k.clone(), v.clone(), mask.clone(), 4, dropout)
-                };
-                let grads = (y.clone() * weights.clone()).sum().backward();
-                [
-                    values(y),
-                    values(q.grad(&grads).unwrap()),
-                    values(k.grad(&grads).unwrap()),
-                    values(v.grad(&grads).unwrap()),
-                ]
+            let [q, k, v] = [&q, &k, &v].map(|t| t.clone().detach().require_grad());
+            crate::dropout::seed_dropout(42);
+            let y = attention(q.clone(), k.clone(), v.clone(), mask.clone(), 4, prob);
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let ours = [
+                values(y),
+                values(q.grad(&grads).unwrap()),
+                values(k.grad(&grads).unwrap()),
+                values(v.grad(&grads).unwrap()),
+            ];
+            crate::dropout::seed_dropout(42);
+            let dropout: Option<Vec<f64>> = (prob > 0.0).then(|| {
+                crate::dropout::dropout_mask(3 * 4 * 5 * 5, prob)
+                    .iter()
+                    .map(|&m| m as f64)
+                    .collect()
+            });
+            let mut inputs = [host(&q), host(&k), host(&v)];
+            let loss = |inputs: &[Vec<f64>; 3]| -> f64 {
+                let out = host_attention(
+                    [&inputs[0], &inputs[1], &inputs[2]],
+                    &mask64,
+                    dropout.as_deref(),
+                    dims,
+                );
+                out.iter().zip(&weights64).map(|(o, w)| o * w).sum()
             };
-            let (ours, burns) = (run(true), run(false));
-            for (i, what) in ["context", "dq", "dk", "dv"].iter().enumerate() {
-                assert_close(&ours[i], &burns[i], &format!("{what} (dropout {prob})"));
+            let context = host_attention(
+                [&inputs[0], &inputs[1], &inputs[2]],
+                &mask64,
+                dropout.as_deref(),
+                dims,
+            );
+            let context: Vec<f32> = context.iter().map(|&x| x as f32).collect();
+            assert_close(&ours[0], &context, &format!("context (dropout {prob})"));
+            for (which, what) in ["dq", "dk", "dv"].iter().enumerate() {
+                let numeric: Vec<f32> = (0..inputs[which].len())
+                    .map(|i| {
+                        let step = 1e-5;
+                        let x = inputs[which][i];
+                        inputs[which][i] = x + step;
+                        let up = loss(&inputs);
+                        inputs[which][i] = x - step;
+                        let down = loss(&inputs);
+                        inputs[which][i] = x;
+                        ((up - down) / (2.0 * step)) as f32
+                    })
+                    .collect();
+                assert_close(
+                    &ours[which + 1],
+                    &numeric,
+                    &format!("{what} (dropout {prob})"),
+                );
             }
         }
     }

@@ -18,7 +18,8 @@
 //! Any other backend, or a tensor that is not `f32`, takes burn's own operations, so the model
 //! stays generic over `B: Backend`. The dispatch is by type: a `Tensor<B, D>` is moved into a
 //! `Tensor<NdArray, D>` (or `Tensor<Autodiff<NdArray>, D>`) when `B` is that type, and back. Tests
-//! check values and gradients against burn's operations.
+//! check values and gradients against burn's operations (attention's gradients against central
+//! differences in `f64`).
 
 use burn::nn::Linear;
 use burn::tensor::{backend::Backend, DType, Tensor};

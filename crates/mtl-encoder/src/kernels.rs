@@ -547,7 +547,7 @@ mod cpu {
     #[derive(Debug)]
     struct AttentionStep;
 
-    #[derive(Clone)]
+    #[derive(Clone, Debug)]
     struct AttentionState {
         q: NdArrayTensor,
         k: NdArrayTensor,
@@ -555,14 +555,6 @@ mod cpu {
         probs: Vec<f32>,
         dropout: Option<Vec<f32>>,
         dims: Dims,
-    }
-
-    impl core::fmt::Debug for AttentionState {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            f.debug_struct("AttentionState")
-                .field("dims", &self.dims)
-                .finish_non_exhaustive()
-        }
     }
 
     impl Backward<Inner, 3> for AttentionStep {
@@ -747,20 +739,12 @@ mod cpu {
     #[derive(Debug)]
     struct LayerNormStep;
 
-    #[derive(Clone)]
+    #[derive(Clone, Debug)]
     struct LayerNormState {
         normalised: Vec<f32>,
         inv_std: Vec<f32>,
         gamma: Vec<f32>,
         shape: Vec<usize>,
-    }
-
-    impl core::fmt::Debug for LayerNormState {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            f.debug_struct("LayerNormState")
-                .field("shape", &self.shape)
-                .finish_non_exhaustive()
-        }
     }
 
     impl Backward<Inner, 3> for LayerNormStep {

@@ -11,7 +11,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
 use mtl::backend::{device, Backend, TrainBackend, NAME};
-use mtl::encoder::sentence_encoder::default_workers;
+use mtl::encoder::runtime::default_workers;
 use mtl::encoder::{Encoded, SentenceEncoder};
 use mtl::model::{seed_tasks, HeadOptions, MultiTaskModel};
 use mtl::train::loss::cross_entropy;

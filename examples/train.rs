@@ -221,6 +221,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(p) = args.pooling {
         encoder = encoder.with_pooling(p);
     }
+    // The heads read the encoder's embeddings: normalised only with --normalize.
+    encoder = encoder.with_normalize(args.normalize);
     let tasks: Vec<TaskSpec> = train_set
         .tasks
         .iter()
@@ -230,7 +232,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hidden_size: args.head_hidden,
         dropout: args.head_dropout,
         activation: args.head_activation,
-        normalize: args.normalize,
         seed: args.seed,
     };
     let model = MultiTaskModel::new(encoder, tasks, head)?;

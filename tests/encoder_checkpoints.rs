@@ -8,7 +8,7 @@ use std::path::Path;
 
 use burn::backend::NdArray;
 use common::{max_abs_diff, model_dir};
-use mtl::encoder::loader::{bert_hf_key, module_tensors};
+use mtl::encoder::io::{bert_hf_key, module_tensors};
 use mtl::encoder::{BertConfig, EncoderError, SentenceEncoder, SentenceTokenizer};
 use safetensors::{tensor::TensorView, Dtype};
 

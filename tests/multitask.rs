@@ -5,18 +5,18 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use common::model_dir;
-use mtl::encoder::loader::module_tensors;
+use mtl::encoder::io::module_tensors;
 use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{FreezePolicy, HeadOptions, ModelError, MultiTaskModel, TaskSpec};
 
-type B = NdArray;
-type AB = Autodiff<NdArray>;
+/// The backend compiled in (NdArray by default; flex or CUDA by feature).
+type B = mtl::backend::Backend;
+type AB = mtl::backend::TrainBackend;
 
 const SENTENCES: [&str; 2] = [
     "The quick brown fox jumps over the lazy dog.",
@@ -72,11 +72,9 @@ fn seed_model_shapes_and_determinism() {
         values(out.logits[0].clone()),
         values(other.logits[0].clone())
     );
-    // The shared embeddings are the encoder's mean-pooled states.
-    let pooled = encoder::<B>()
-        .with_normalize(false)
-        .encode_vec(&SENTENCES)
-        .unwrap();
+    // The shared embeddings are the encoder's sentence embeddings (mean-pooled, and normalised
+    // as the encoder's modules.json says: the one setting the heads' input follows).
+    let pooled = encoder::<B>().encode_vec(&SENTENCES).unwrap();
     let emb = values(out.embeddings);
     assert!(common::max_abs_diff(&emb[..384], &pooled[0]) < 1e-5);
 }
@@ -323,4 +321,43 @@ fn valid_model_of_a_training_model_predicts_the_same() {
     let a = inner.predict(&SENTENCES).unwrap();
     let b = inner.predict(&SENTENCES).unwrap();
     assert_eq!(a, b);
+    // On the training model itself (dropout 0.1 in the encoder and the heads) predict runs
+    // without dropout too.
+    assert_eq!(model.predict(&SENTENCES).unwrap(), a);
+    assert_ne!(
+        values(model.forward_sentences(&SENTENCES).unwrap().logits[0].clone()),
+        values(inner.forward_sentences(&SENTENCES).unwrap().logits[0].clone()),
+        "forward on the training model applies dropout"
+    );
+}
+
+/// Normalisation of the heads' input is the encoder's setting, saved in `mtl.json` and as the
+/// `Normalize` module; a file from before kept it as `head.normalize`, which still loads.
+#[test]
+fn normalisation_is_the_encoders_setting_and_old_files_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let model = MultiTaskModel::new(
+        encoder::<B>().with_normalize(false),
+        mtl::model::seed_tasks(),
+        HeadOptions::default(),
+    )
+    .unwrap();
+    model.save(&dir).unwrap();
+    assert!(!std::fs::read_to_string(dir.join("modules.json"))
+        .unwrap()
+        .contains("Normalize"));
+    let loaded = MultiTaskModel::<B>::load(&dir, &Default::default()).unwrap();
+    assert!(!loaded.encoder.settings.normalize);
+    let json = std::fs::read_to_string(dir.join("mtl.json")).unwrap();
+    let old = json
+        .replace("  \"normalize\": false,\n", "")
+        .replace("\"seed\": 42", "\"normalize\": true,\n    \"seed\": 42");
+    assert_ne!(old, json);
+    std::fs::write(dir.join("mtl.json"), old).unwrap();
+    let legacy = MultiTaskModel::<B>::load(&dir, &Default::default()).unwrap();
+    assert!(legacy.encoder.settings.normalize);
+    let emb = values(legacy.forward_sentences(&SENTENCES).unwrap().embeddings);
+    let norm: f32 = emb[..384].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "{norm}");
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use common::{model_dir, shared};
-use mtl::encoder::loader::module_tensors;
+use mtl::encoder::io::module_tensors;
 use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{HeadOptions, MultiTaskModel, TaskSpec};
 use mtl::train::{

@@ -59,6 +59,9 @@ pub enum EncoderError {
     /// Tokenizing input text failed.
     #[error("tokenization failed: {0}")]
     Tokenize(String),
+    /// A module parameter that the key rule in use does not name.
+    #[error("parameter `{path}` has no checkpoint key")]
+    NoCheckpointKey { path: String },
     /// A caller-supplied argument is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

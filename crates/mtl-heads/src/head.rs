@@ -3,10 +3,9 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
-use mtl_encoder::dropout::Dropout;
-use mtl_encoder::kernels::linear;
+use mtl_encoder::nn::{Dropout, Linear};
+use mtl_encoder::ops;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +43,7 @@ impl HeadActivation {
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Self::Relu => activation::relu(x),
-            Self::Gelu => mtl_encoder::activation::gelu(x),
+            Self::Gelu => ops::gelu(x),
             Self::Tanh => activation::tanh(x),
         }
     }
@@ -119,10 +118,10 @@ fn seeded_linear<B: Backend>(
         |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
     let weight = uniform(d_in * d_out);
     let bias = uniform(d_out);
-    let mut linear = LinearConfig::new(d_in, d_out).init(device);
-    linear.weight = Param::from_data(TensorData::new(weight, [d_in, d_out]), device);
-    linear.bias = Some(Param::from_data(TensorData::new(bias, [d_out]), device));
-    linear
+    Linear {
+        weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
+        bias: Some(Param::from_data(TensorData::new(bias, [d_out]), device)),
+    }
 }
 
 /// A two-layer feed-forward classifier.
@@ -142,8 +141,8 @@ impl<B: Backend> ClassificationHead<B> {
     /// # Shapes
     /// - embeddings: `[batch, input_size]` -> logits `[batch, num_classes]`
     pub fn forward(&self, embeddings: Tensor<B, 2>) -> Tensor<B, 2> {
-        let hidden = self.activation.forward(linear(&self.dense, embeddings));
-        linear(&self.out_proj, self.dropout.forward(hidden))
+        let hidden = self.activation.forward(self.dense.forward(embeddings));
+        self.out_proj.forward(self.dropout.forward(hidden))
     }
 
     /// The number of classes.

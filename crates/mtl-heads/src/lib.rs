@@ -1,5 +1,5 @@
 //! Task heads: from a sentence embedding to class logits, generic over burn backends.
 
-pub mod head;
+mod head;
 
 pub use head::{ClassificationHead, ClassificationHeadConfig, HeadActivation};

@@ -26,6 +26,9 @@ pub enum ModelError {
     /// A task name that the model does not have.
     #[error("unknown task `{name}` (the model has: {known})")]
     UnknownTask { name: String, known: String },
+    /// A forward pass was asked for no sentences at all.
+    #[error("no sentences to run the model on: give at least one")]
+    NoSentences,
     /// A head setting is out of range.
     #[error("invalid head configuration: {0}")]
     InvalidHead(String),

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
-use mtl_encoder::loader::{load_module, module_tensors, serialize_tensors, write_atomic};
-use mtl_encoder::{Checkpoint, EncoderError, KeyRule, Layout, Pooling, SentenceEncoder};
+use mtl_encoder::io::{
+    fresh_partial, load_module, module_tensors, serialize_tensors, swap_dir, write_atomic,
+};
+use mtl_encoder::{Checkpoint, KeyRule, Layout, Pooling, SentenceEncoder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
@@ -29,6 +31,11 @@ pub struct ModelFile {
     pub head: HeadOptions,
     /// The pooling the heads read.
     pub pooling: Pooling,
+    /// Whether the heads read L2-normalised embeddings (the encoder's setting, also written as
+    /// sentence-transformers' `Normalize` module). Files written before it was here kept it as
+    /// `head.normalize` ([`read_model_file`] reads either).
+    #[serde(default)]
+    pub normalize: bool,
     /// Truncation length, special tokens included.
     pub max_seq_length: usize,
 }
@@ -42,15 +49,6 @@ fn head_key(task: &TaskSpec, path: &str) -> (String, Layout) {
     (format!("{}.{path}", task.name), layout)
 }
 
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
-    move |source| {
-        ModelError::Encoder(EncoderError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
 impl<B: Backend> MultiTaskModel<B> {
     /// The description written to `mtl.json`.
     pub fn model_file(&self) -> ModelFile {
@@ -59,6 +57,7 @@ impl<B: Backend> MultiTaskModel<B> {
             tasks: self.meta.tasks.to_vec(),
             head: self.meta.head.clone(),
             pooling: self.encoder.settings.pooling,
+            normalize: self.encoder.settings.normalize,
             max_seq_length: self.encoder.tokenizer().max_seq_length(),
         }
     }
@@ -67,18 +66,7 @@ impl<B: Backend> MultiTaskModel<B> {
     /// first and then renamed into place, so a crash never leaves a half-written model.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        let sibling = |suffix: &str| {
-            let mut name = dir
-                .file_name()
-                .map(|n| n.to_os_string())
-                .unwrap_or_default();
-            name.push(suffix);
-            dir.with_file_name(name)
-        };
-        let partial = sibling(".partial");
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
-        }
+        let partial = fresh_partial(dir)?;
         self.encoder.save(&partial)?;
         let mut tensors = std::collections::BTreeMap::new();
         for (task, head) in self.meta.tasks.iter().zip(&self.heads) {
@@ -93,25 +81,16 @@ impl<B: Backend> MultiTaskModel<B> {
         json.push('\n');
         write_atomic(&partial.join("mtl.json"), json.as_bytes())?;
 
-        let old = sibling(".old");
-        if dir.exists() {
-            if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
-            }
-            std::fs::rename(dir, &old).map_err(io_error(dir))?;
-        }
-        std::fs::rename(&partial, dir).map_err(io_error(dir))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
-        }
-        Ok(())
+        Ok(swap_dir(&partial, dir)?)
     }
 
     /// Loads a directory written by [`save`](Self::save).
     pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
         let file = read_model_file(&dir.join("mtl.json"))?;
-        let mut encoder = SentenceEncoder::<B>::load(dir, device)?.with_pooling(file.pooling);
+        let mut encoder = SentenceEncoder::<B>::load(dir, device)?
+            .with_pooling(file.pooling)
+            .with_normalize(file.normalize);
         if encoder.tokenizer().max_seq_length() != file.max_seq_length {
             encoder = encoder.with_max_seq_length(file.max_seq_length)?;
         }
@@ -157,8 +136,11 @@ pub fn read_model_file(path: &Path) -> Result<ModelFile> {
             model_file(format!("cannot read: {e}"))
         }
     })?;
-    let file: ModelFile =
+    let mut json: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| model_file(format!("malformed: {e}")))?;
+    upgrade_legacy_normalize(&mut json);
+    let file: ModelFile =
+        serde_json::from_value(json).map_err(|e| model_file(format!("malformed: {e}")))?;
     if file.format != FORMAT {
         return Err(model_file(format!(
             "format {:?} is not {FORMAT:?}",
@@ -173,4 +155,16 @@ pub fn read_model_file(path: &Path) -> Result<ModelFile> {
         )));
     }
     Ok(file)
+}
+
+/// Moves `head.normalize` of files written before normalisation became the encoder's setting
+/// to the top-level `normalize`.
+fn upgrade_legacy_normalize(json: &mut serde_json::Value) {
+    let legacy = json
+        .get_mut("head")
+        .and_then(|head| head.as_object_mut())
+        .and_then(|head| head.remove("normalize"));
+    if let (Some(value), Some(file)) = (legacy, json.as_object_mut()) {
+        file.entry("normalize").or_insert(value);
+    }
 }

@@ -1,10 +1,10 @@
 //! Multi-task models: a shared BERT sentence encoder with one classification head per named task.
 
-pub mod error;
-pub mod freeze;
-pub mod io;
-pub mod model;
-pub mod task;
+mod error;
+mod freeze;
+mod io;
+mod model;
+mod task;
 
 pub use error::{ModelError, Result};
 pub use freeze::{EncoderFreeze, FreezePolicy};

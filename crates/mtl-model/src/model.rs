@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
-use mtl_encoder::{l2_normalize, length_sorted_batches, Encoded, SentenceEncoder, TokenBatch};
+use mtl_encoder::{Encoded, SentenceEncoder, TokenBatch};
 use mtl_heads::{ClassificationHead, ClassificationHeadConfig, HeadActivation};
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +20,6 @@ pub struct HeadOptions {
     pub dropout: f64,
     /// The activation between the two layers.
     pub activation: HeadActivation,
-    /// L2-normalise the pooled embedding before the heads.
-    pub normalize: bool,
     /// Seed of the heads' initial weights (task `i` uses `seed + i`).
     pub seed: u64,
 }
@@ -32,7 +30,6 @@ impl Default for HeadOptions {
             hidden_size: None,
             dropout: 0.1,
             activation: HeadActivation::Relu,
-            normalize: false,
             seed: 42,
         }
     }
@@ -167,22 +164,14 @@ impl<B: Backend> MultiTaskModel<B> {
         task_index(&self.meta.tasks, name)
     }
 
-    /// The embeddings the heads read: pooled (and, if set, normalised) encoder states.
+    /// The embeddings the heads read: the encoder's sentence embeddings (its pooling, and its
+    /// L2 normalisation when the encoder has it on: the one setting, saved as
+    /// sentence-transformers' `Normalize` module).
     ///
     /// # Shapes
     /// - batch: `[batch, seq]` ids -> `[batch, hidden]`
     pub fn embed(&self, batch: &TokenBatch<B>) -> Tensor<B, 2> {
-        let hidden = self.encoder.hidden_states(batch);
-        let pooled = self
-            .encoder
-            .settings
-            .pooling
-            .forward(hidden, batch.attention_mask.clone());
-        if self.meta.head.normalize {
-            l2_normalize(pooled)
-        } else {
-            pooled
-        }
+        self.encoder.forward(batch)
     }
 
     /// Logits of every head for given embeddings.
@@ -213,57 +202,73 @@ impl<B: Backend> MultiTaskModel<B> {
     /// Tokenizes and runs [`forward`](Self::forward) on sentences, as one batch.
     pub fn forward_sentences(&self, texts: &[&str]) -> Result<MultiTaskOutput<B>> {
         if texts.is_empty() {
-            return Err(ModelError::InvalidHead(
-                "forward_sentences needs at least one sentence".into(),
-            ));
+            return Err(ModelError::NoSentences);
         }
         let encoded = self.encoder.tokenize(texts)?;
         let refs: Vec<&Encoded> = encoded.iter().collect();
         Ok(self.forward(&self.encoder.batch(&refs)))
     }
 
+    /// A copy for inference: every dropout of the encoder and the heads off, whatever the
+    /// backend (on an autodiff backend dropout would otherwise act).
+    pub fn without_dropout(&self) -> Self {
+        let mut model = self.clone();
+        model.encoder.bert.set_dropout(0.0);
+        for head in &mut model.heads {
+            head.dropout.prob = 0.0;
+        }
+        model
+    }
+
     /// Per sentence (in input order) and task (in task order): label, probability and the
     /// softmax distribution. Sentences are run in length-sorted batches of the encoder's batch
-    /// size. Run it on an inference model (`model.valid()` of a training model) so dropout is off.
+    /// size on its workers. Dropout is off even on an autodiff model ([`Self::without_dropout`]).
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<TaskPrediction>>> {
-        let encoded = self.encoder.tokenize(texts)?;
-        let batches = length_sorted_batches(&encoded, self.encoder.settings.batch_size);
-        let probabilities = self.encoder.map_batches(&batches, |rows| {
-            let rows: Vec<&Encoded> = rows.iter().map(|&i| &encoded[i]).collect();
-            let output = self.forward(&self.encoder.batch(&rows));
-            output
-                .logits
-                .into_iter()
-                .map(|logits| {
-                    softmax(logits, 1)
-                        .into_data()
-                        .convert::<f32>()
-                        .into_vec::<f32>()
+        let model = self.without_dropout();
+        let encoded = model.encoder.tokenize(texts)?;
+        let classes: Vec<usize> = model.tasks().iter().map(TaskSpec::num_classes).collect();
+        let width: usize = classes.iter().sum();
+        let batch_size = model.encoder.settings.batch_size;
+        let probabilities = model
+            .encoder
+            .map_sorted(&encoded, batch_size, width, |batch| {
+                let logits = model.forward(batch).logits;
+                Tensor::cat(logits.into_iter().map(|l| softmax(l, 1)).collect(), 1)
+            });
+        let values = probabilities
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("probabilities convert to f32");
+        let rows = values.chunks(width.max(1)).map(|row| {
+            let mut start = 0;
+            model
+                .tasks()
+                .iter()
+                .zip(&classes)
+                .map(|(task, &n)| {
+                    let p = &row[start..start + n];
+                    start += n;
+                    prediction(task, p)
                 })
-                .collect::<std::result::Result<Vec<Vec<f32>>, _>>()
+                .collect()
         });
-        let mut out: Vec<Vec<TaskPrediction>> = vec![Vec::new(); texts.len()];
-        for (rows, per_task) in batches.iter().zip(probabilities) {
-            let per_task = per_task.map_err(|e| {
-                ModelError::InvalidHead(format!("cannot read probabilities: {e:?}"))
-            })?;
-            for (task, probs) in self.meta.tasks.iter().zip(per_task) {
-                for (&row, p) in rows.iter().zip(probs.chunks(task.num_classes())) {
-                    let (index, &probability) = p
-                        .iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .expect("at least 2 classes");
-                    out[row].push(TaskPrediction {
-                        task: task.name.clone(),
-                        label: task.labels[index].clone(),
-                        index,
-                        probability,
-                        probabilities: p.to_vec(),
-                    });
-                }
-            }
-        }
-        Ok(out)
+        Ok(rows.collect())
+    }
+}
+
+/// The argmax of one task's distribution, with its label.
+fn prediction(task: &TaskSpec, p: &[f32]) -> TaskPrediction {
+    let (index, &probability) = p
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .expect("at least 2 classes");
+    TaskPrediction {
+        task: task.name.clone(),
+        label: task.labels[index].clone(),
+        index,
+        probability,
+        probabilities: p.to_vec(),
     }
 }

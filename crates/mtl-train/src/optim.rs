@@ -11,8 +11,8 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use mtl_encoder::loader::{serialize_tensors, write_atomic};
-use mtl_encoder::sentence_encoder::runs_on_cpu;
+use mtl_encoder::io::{serialize_tensors, write_atomic};
+use mtl_encoder::runtime::is_cpu as runs_on_cpu;
 use mtl_encoder::Checkpoint;
 use serde::{Deserialize, Serialize};
 

@@ -11,8 +11,8 @@ use burn::module::{AutodiffModule, Module, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use mtl_encoder::sentence_encoder::default_workers;
-use mtl_encoder::{length_sorted_batches, unsort_rows, Encoded};
+use mtl_encoder::runtime::default_workers;
+use mtl_encoder::{length_sorted_batches, Encoded};
 use mtl_model::{FreezePolicy, MultiTaskModel};
 use serde::{Deserialize, Serialize};
 
@@ -184,17 +184,8 @@ fn embed_all<B: Backend>(
     encoded: &[Encoded],
     batch: usize,
 ) -> Tensor<B, 2> {
-    let batches = length_sorted_batches(encoded, batch);
-    let parts = model.encoder.map_batches(&batches, |rows| {
-        let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();
-        model.embed(&model.encoder.batch(&refs))
-    });
-    unsort_rows(
-        parts,
-        &batches,
-        model.encoder.dim(),
-        &model.encoder.device(),
-    )
+    let encoder = &model.encoder;
+    encoder.map_sorted(encoded, batch, encoder.dim(), |b| model.embed(b))
 }
 
 /// Per task metrics of `model` on `data` (rows without a label for a task are not counted).

@@ -1,12 +1,11 @@
 //! BERT embeddings: word + position + token type, then LayerNorm and dropout.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 use crate::config::BertConfig;
-use crate::dropout::Dropout;
-use crate::layer_norm::LayerNorm;
+use crate::nn::{Dropout, LayerNorm};
 
 /// Hugging Face's `BertEmbeddings`.
 #[derive(Module, Debug)]
@@ -18,31 +17,19 @@ pub struct BertEmbeddings<B: Backend> {
     pub dropout: Dropout,
 }
 
-/// A LayerNorm of the hidden width with the configured epsilon.
-pub(crate) fn layer_norm<B: Backend>(config: &BertConfig, device: &B::Device) -> LayerNorm<B> {
-    LayerNorm::new(config.hidden_size, config.layer_norm_eps, device)
-}
-
-pub(crate) fn normal_init(config: &BertConfig) -> Initializer {
-    Initializer::Normal {
-        mean: 0.0,
-        std: config.initializer_range,
-    }
-}
-
 impl<B: Backend> BertEmbeddings<B> {
     /// Builds randomly initialised embeddings for `config`.
     pub fn init(config: &BertConfig, device: &B::Device) -> Self {
         let embedding = |n: usize| {
             EmbeddingConfig::new(n, config.hidden_size)
-                .with_initializer(normal_init(config))
+                .with_initializer(config.initializer())
                 .init(device)
         };
         Self {
             word_embeddings: embedding(config.vocab_size),
             position_embeddings: embedding(config.max_position_embeddings),
             token_type_embeddings: embedding(config.type_vocab_size),
-            layer_norm: layer_norm(config, device),
+            layer_norm: config.layer_norm(device),
             dropout: Dropout::new(config.hidden_dropout_prob),
         }
     }

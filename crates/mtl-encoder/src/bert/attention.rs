@@ -1,25 +1,12 @@
-//! Padding-masked multi-head self-attention, with Hugging Face's module names.
+//! Hugging Face's `BertAttention`: padding-masked multi-head self-attention (`attention.self`),
+//! then the projection, residual and LayerNorm (`attention.output`).
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::config::BertConfig;
-use crate::dropout::Dropout;
-use crate::embeddings::{layer_norm, normal_init};
-use crate::kernels::{self, linear as linear_forward};
-use crate::layer_norm::LayerNorm;
-
-pub(crate) fn linear<B: Backend>(
-    config: &BertConfig,
-    d_in: usize,
-    d_out: usize,
-    device: &B::Device,
-) -> Linear<B> {
-    LinearConfig::new(d_in, d_out)
-        .with_initializer(normal_init(config))
-        .init(device)
-}
+use crate::nn::{Dropout, LayerNorm, Linear};
+use crate::ops;
 
 /// Hugging Face's `BertSelfAttention` (`attention.self`).
 #[derive(Module, Debug)]
@@ -29,19 +16,17 @@ pub struct BertSelfAttention<B: Backend> {
     pub value: Linear<B>,
     pub dropout: Dropout,
     pub num_attention_heads: usize,
-    pub head_dim: usize,
 }
 
 impl<B: Backend> BertSelfAttention<B> {
     pub fn init(config: &BertConfig, device: &B::Device) -> Self {
         let h = config.hidden_size;
         Self {
-            query: linear(config, h, h, device),
-            key: linear(config, h, h, device),
-            value: linear(config, h, h, device),
+            query: config.linear(h, h, device),
+            key: config.linear(h, h, device),
+            value: config.linear(h, h, device),
             dropout: Dropout::new(config.attention_probs_dropout_prob),
             num_attention_heads: config.num_attention_heads,
-            head_dim: config.head_dim(),
         }
     }
 
@@ -52,24 +37,11 @@ impl<B: Backend> BertSelfAttention<B> {
     /// - hidden: `[batch * seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` (0 to attend, a large
     ///   negative number for padding) -> `[batch * seq, hidden]`
     pub fn forward(&self, hidden: Tensor<B, 2>, mask_bias: Tensor<B, 4>) -> Tensor<B, 2> {
-        let [batch, _, _, seq] = mask_bias.dims();
-        let [rows, width] = hidden.dims();
-        let heads = |x: Tensor<B, 2>| {
-            x.reshape([batch, seq, self.num_attention_heads, self.head_dim])
-                .swap_dims(1, 2)
-        };
-        let q = linear_forward(&self.query, hidden.clone());
-        let k = linear_forward(&self.key, hidden.clone());
-        let v = linear_forward(&self.value, hidden);
-        if kernels::applies::<B>(&[q.dtype(), k.dtype(), v.dtype(), mask_bias.dtype()]) {
-            let heads = self.num_attention_heads;
-            return kernels::attention(q, k, v, mask_bias, heads, self.dropout.prob);
-        }
-        let (q, k, v) = (heads(q), heads(k), heads(v));
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale + mask_bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
-        probs.matmul(v).swap_dims(1, 2).reshape([rows, width])
+        let q = self.query.forward(hidden.clone());
+        let k = self.key.forward(hidden.clone());
+        let v = self.value.forward(hidden);
+        let heads = self.num_attention_heads;
+        ops::attention(q, k, v, mask_bias, heads, self.dropout.prob)
     }
 }
 
@@ -84,8 +56,8 @@ pub struct BertSelfOutput<B: Backend> {
 impl<B: Backend> BertSelfOutput<B> {
     pub fn init(config: &BertConfig, device: &B::Device) -> Self {
         Self {
-            dense: linear(config, config.hidden_size, config.hidden_size, device),
-            layer_norm: layer_norm(config, device),
+            dense: config.linear(config.hidden_size, config.hidden_size, device),
+            layer_norm: config.layer_norm(device),
             dropout: Dropout::new(config.hidden_dropout_prob),
         }
     }
@@ -93,12 +65,12 @@ impl<B: Backend> BertSelfOutput<B> {
     /// # Shapes
     /// - hidden, residual: `[tokens, hidden]` -> `[tokens, hidden]`
     pub fn forward(&self, hidden: Tensor<B, 2>, residual: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self.dropout.forward(linear_forward(&self.dense, hidden));
+        let x = self.dropout.forward(self.dense.forward(hidden));
         self.layer_norm.forward(x + residual)
     }
 }
 
-/// Hugging Face's `BertAttention`: self-attention, projection, residual and LayerNorm.
+/// Hugging Face's `BertAttention`.
 #[derive(Module, Debug)]
 pub struct BertAttention<B: Backend> {
     pub self_attention: BertSelfAttention<B>,

@@ -2,12 +2,12 @@
 //!
 //! cargo run --release --example embed -- --model models/all-MiniLM-L6-v2 "A sentence." "Another one."
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
 use mtl::backend::{device, Backend, NAME};
+use mtl::cli::{write_jsonl, SentenceArgs};
 use mtl::encoder::{Pooling, SentenceEncoder};
 
 #[derive(Parser)]
@@ -16,23 +16,15 @@ struct Args {
     /// Model directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
-    /// A file with one sentence per line (taken verbatim; an empty line is an empty sentence).
-    #[arg(long)]
-    input: Option<PathBuf>,
-    /// Write JSON Lines {"text", "embedding"} here, in input order.
-    #[arg(long)]
-    output: Option<PathBuf>,
+    /// Sentences in, JSON Lines {"text", "embedding"} out.
+    #[command(flatten)]
+    io: SentenceArgs,
     /// mean, cls or max (default: the model's pooling configuration).
     #[arg(long)]
     pooling: Option<Pooling>,
     /// Do not L2-normalise the embeddings.
     #[arg(long)]
     no_normalize: bool,
-    /// Sentences per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Sentences to embed (after those of --input).
-    sentences: Vec<String>,
 }
 
 /// One line of `--output`.
@@ -45,11 +37,11 @@ struct Line<'a> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     mtl::encoder::tune_allocator(); // reuse large tensors' memory (glibc)
     let args = Args::parse();
-    let texts = mtl::cli::read_sentences(args.input.as_deref(), &args.sentences)?;
+    let texts = args.io.texts()?;
 
     let start = Instant::now();
-    let mut encoder =
-        SentenceEncoder::<Backend>::load(&args.model, &device())?.with_batch_size(args.batch_size);
+    let mut encoder = SentenceEncoder::<Backend>::load(&args.model, &device())?
+        .with_batch_size(args.io.batch_size);
     if let Some(pooling) = args.pooling {
         encoder = encoder.with_pooling(pooling);
     }
@@ -67,24 +59,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         loaded.as_secs_f64(),
         texts.len(),
         texts.len() as f64 / took,
-        args.batch_size
+        args.io.batch_size
     );
 
-    match &args.output {
+    match &args.io.output {
         Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            let mut out = std::io::BufWriter::new(file);
-            for (text, embedding) in texts.iter().zip(&embeddings) {
-                serde_json::to_writer(&mut out, &Line { text, embedding })?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
-            eprintln!(
-                "wrote {} embeddings to {}",
-                embeddings.len(),
-                path.display()
-            );
+            let lines = texts
+                .iter()
+                .zip(&embeddings)
+                .map(|(text, embedding)| Line { text, embedding });
+            let written = write_jsonl(path, lines)?;
+            eprintln!("wrote {written} embeddings to {}", path.display());
         }
         None => {
             for (text, embedding) in texts.iter().zip(&embeddings) {

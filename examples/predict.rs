@@ -2,11 +2,11 @@
 //!
 //! cargo run --release --example predict -- --model runs/uci/model "Great phone, terrible battery."
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
 use mtl::backend::{device, Backend};
+use mtl::cli::{write_jsonl, SentenceArgs};
 use mtl::model::MultiTaskModel;
 
 #[derive(Parser)]
@@ -15,50 +15,32 @@ struct Args {
     /// A directory written by `train` (or `MultiTaskModel::save`).
     #[arg(long)]
     model: PathBuf,
-    /// A file with one sentence per line.
-    #[arg(long)]
-    input: Option<PathBuf>,
-    /// Write JSON Lines here: {"text": ..., "<task>": {"label": ..., "probability": ...}, ...}.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Sentences per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Sentences to classify (after those of --input).
-    sentences: Vec<String>,
+    /// Sentences in, JSON Lines {"text": ..., "<task>": {"label": ..., "probability": ...}} out.
+    #[command(flatten)]
+    io: SentenceArgs,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     mtl::encoder::tune_allocator(); // reuse large tensors' memory (glibc)
     let args = Args::parse();
-    let texts = mtl::cli::read_sentences(args.input.as_deref(), &args.sentences)?;
+    let texts = args.io.texts()?;
     let mut model = MultiTaskModel::<Backend>::load(&args.model, &device())?;
-    model.encoder = model.encoder.with_batch_size(args.batch_size);
+    model.encoder = model.encoder.with_batch_size(args.io.batch_size);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let predictions = model.predict(&refs)?;
-    match &args.output {
+    match &args.io.output {
         Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            let mut out = std::io::BufWriter::new(file);
-            for (text, per_task) in texts.iter().zip(&predictions) {
+            let lines = texts.iter().zip(&predictions).map(|(text, per_task)| {
                 let mut line = serde_json::Map::new();
                 line.insert("text".into(), serde_json::json!(text));
                 for p in per_task {
-                    line.insert(
-                        p.task.clone(),
-                        serde_json::json!({"label": p.label, "probability": p.probability}),
-                    );
+                    let value = serde_json::json!({"label": p.label, "probability": p.probability});
+                    line.insert(p.task.clone(), value);
                 }
-                serde_json::to_writer(&mut out, &line)?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
-            eprintln!(
-                "wrote {} predictions to {}",
-                predictions.len(),
-                path.display()
-            );
+                serde_json::Value::Object(line)
+            });
+            let written = write_jsonl(path, lines)?;
+            eprintln!("wrote {written} predictions to {}", path.display());
         }
         None => {
             for (text, per_task) in texts.iter().zip(&predictions) {

@@ -322,8 +322,13 @@ fn valid_model_of_a_training_model_predicts_the_same() {
     let b = inner.predict(&SENTENCES).unwrap();
     assert_eq!(a, b);
     // On the training model itself (dropout 0.1 in the encoder and the heads) predict runs
-    // without dropout too.
-    assert_eq!(model.predict(&SENTENCES).unwrap(), a);
+    // without dropout too: the same labels, probabilities within float noise (on backends
+    // without kernels of their own, inference and autodiff compute GELU differently).
+    let trained = model.predict(&SENTENCES).unwrap();
+    for (x, y) in trained.iter().flatten().zip(a.iter().flatten()) {
+        assert_eq!((&x.task, x.index), (&y.task, y.index));
+        assert!(common::max_abs_diff(&x.probabilities, &y.probabilities) < 1e-5);
+    }
     assert_ne!(
         values(model.forward_sentences(&SENTENCES).unwrap().logits[0].clone()),
         values(inner.forward_sentences(&SENTENCES).unwrap().logits[0].clone()),

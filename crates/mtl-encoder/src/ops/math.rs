@@ -132,7 +132,10 @@ mod tests {
         for i in -8700..=8800 {
             let x = i as f32 * 0.01;
             let (ours, exact) = (exp_f32(x) as f64, (x as f64).exp());
-            assert!((ours - exact).abs() <= 3.0 * f32::EPSILON as f64 * exact, "exp({x})");
+            assert!(
+                (ours - exact).abs() <= 3.0 * f32::EPSILON as f64 * exact,
+                "exp({x})"
+            );
         }
         for x in [-87.01f32, -100.0, -1.0e9, f32::NEG_INFINITY] {
             assert_eq!(exp_f32(x), 0.0, "exp({x})");

@@ -36,7 +36,6 @@ mod kernel {
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-
 /// The routing rule: the kernel takes the inputs, or hands them back to `fallback`.
 fn route<I, O>(
     inputs: I,

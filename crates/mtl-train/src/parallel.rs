@@ -17,7 +17,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use mtl_encoder::{seed_dropout, SingleThreadedBlas};
 
-use crate::sampler::Rng;
+use crate::rng::Rng;
 
 /// `n` rows cut into at most `shards` contiguous, non-empty ranges whose lengths differ by at
 /// most one (longer ones first).
@@ -99,6 +99,8 @@ where
     R: Send,
     F: Fn(&M, Range<usize>) -> (Tensor<AB, 1>, R) + Sync,
 {
+    // TODO(runtime): the shards fan out on `std::thread::scope` threads spawned here; switch to
+    // mtl-encoder's runtime module when merging.
     let ranges = shard_ranges(n, shards);
     let run = |shard: usize, copy: M| {
         seed_dropout(shard_seed(seed, shard));

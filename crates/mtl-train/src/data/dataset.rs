@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use mtl_model::TaskSpec;
 
 use super::reader::duplicate;
-use super::RawTable;
+use super::{RawRow, RawTable};
 use crate::error::{Result, TrainError};
 
 /// A sentence and its label index for each task of its [`Dataset`] (`None`: not labelled).
@@ -108,61 +108,20 @@ impl Dataset {
         tables: &[RawTable],
         skip_bad_rows: bool,
     ) -> Result<Dataset> {
-        let task_of: HashMap<&str, usize> = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
-            .collect();
-        let label_of: Vec<HashMap<&str, usize>> = tasks
-            .iter()
-            .map(|t| {
-                t.labels
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| (l.as_str(), i))
-                    .collect()
-            })
-            .collect();
+        let mapping = LabelMap::new(tasks, skip_bad_rows);
         let mut examples = Vec::new();
         let mut skipped = 0;
         for table in tables {
             skipped += table.skipped.len();
-            let not_trained = |name: &str| {
-                let known: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-                TrainError::Data(format!(
-                    "{}: task `{name}` is not a training task (tasks: {})",
-                    table.path.display(),
-                    known.join(", ")
-                ))
-            };
             if let Some(name) = table
                 .tasks
                 .iter()
-                .find(|t| !task_of.contains_key(t.as_str()))
+                .find(|t| !mapping.task_of.contains_key(t.as_str()))
             {
-                return Err(not_trained(name));
+                return Err(mapping.not_trained(table, name));
             }
             for row in &table.rows {
-                let mut labels = vec![None; tasks.len()];
-                let mut lost = false;
-                for (task, label) in &row.labels {
-                    let &t = task_of
-                        .get(task.as_str())
-                        .ok_or_else(|| not_trained(task))?;
-                    match label_of[t].get(label.as_str()) {
-                        Some(&l) => labels[t] = Some(l),
-                        None if skip_bad_rows => lost = true,
-                        None => {
-                            return Err(TrainError::UnknownLabel {
-                                path: table.path.clone(),
-                                line: row.line,
-                                task: task.clone(),
-                                label: label.clone(),
-                                known: tasks[t].labels.join(", "),
-                            })
-                        }
-                    }
-                }
+                let (labels, lost) = mapping.labels(table, row)?;
                 let labelled = labels.iter().any(Option::is_some);
                 if lost || !labelled {
                     skipped += 1;
@@ -198,6 +157,77 @@ impl Dataset {
             }
         }
         counts
+    }
+}
+
+/// Task and label names to indices.
+struct LabelMap<'a> {
+    tasks: &'a [TaskSpec],
+    task_of: HashMap<&'a str, usize>,
+    label_of: Vec<HashMap<&'a str, usize>>,
+    skip_bad_rows: bool,
+}
+
+impl<'a> LabelMap<'a> {
+    fn new(tasks: &'a [TaskSpec], skip_bad_rows: bool) -> Self {
+        let task_of = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        let label_of = tasks
+            .iter()
+            .map(|t| {
+                t.labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.as_str(), i))
+                    .collect()
+            })
+            .collect();
+        Self {
+            tasks,
+            task_of,
+            label_of,
+            skip_bad_rows,
+        }
+    }
+
+    /// The error for a task of `table` that is not a training task.
+    fn not_trained(&self, table: &RawTable, name: &str) -> TrainError {
+        let known: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+        TrainError::Data(format!(
+            "{}: task `{name}` is not a training task (tasks: {})",
+            table.path.display(),
+            known.join(", ")
+        ))
+    }
+
+    /// The label index per task of `row`, and whether an unknown label was dropped (only with
+    /// `skip_bad_rows`; otherwise it is an `UnknownLabel` error).
+    fn labels(&self, table: &RawTable, row: &RawRow) -> Result<(Vec<Option<usize>>, bool)> {
+        let mut labels = vec![None; self.tasks.len()];
+        let mut lost = false;
+        for (task, label) in &row.labels {
+            let &t = self
+                .task_of
+                .get(task.as_str())
+                .ok_or_else(|| self.not_trained(table, task))?;
+            match self.label_of[t].get(label.as_str()) {
+                Some(&l) => labels[t] = Some(l),
+                None if self.skip_bad_rows => lost = true,
+                None => {
+                    return Err(TrainError::UnknownLabel {
+                        path: table.path.clone(),
+                        line: row.line,
+                        task: task.clone(),
+                        label: label.clone(),
+                        known: self.tasks[t].labels.join(", "),
+                    })
+                }
+            }
+        }
+        Ok((labels, lost))
     }
 }
 

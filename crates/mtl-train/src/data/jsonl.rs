@@ -78,16 +78,9 @@ impl Reader<'_> {
             {
                 continue;
             }
-            let label = match value {
-                serde_json::Value::Null => None,
-                serde_json::Value::String(s) => label(&s),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                serde_json::Value::Bool(b) => Some(b.to_string()),
-                _ => {
-                    return Ok(Err(format!(
-                        "`{key}` must be a string, number, bool or null"
-                    )))
-                }
+            let label = match json_label(&key, value) {
+                Ok(label) => label,
+                Err(message) => return Ok(Err(message)),
             };
             if let Some(label) = label {
                 labels.push((key.clone(), label));
@@ -98,6 +91,17 @@ impl Reader<'_> {
             Some(text) => Ok((RawRow { line, text, labels }, tasks)),
             None => Err(format!("no `{text_key}` key")),
         })
+    }
+}
+
+/// A JSON value as a label (`None`: null or blank), or why it cannot be one.
+fn json_label(key: &str, value: serde_json::Value) -> std::result::Result<Option<String>, String> {
+    match value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(label(&s)),
+        serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+        serde_json::Value::Bool(b) => Ok(Some(b.to_string())),
+        _ => Err(format!("`{key}` must be a string, number, bool or null")),
     }
 }
 

@@ -44,7 +44,9 @@ impl OptimConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(TrainError::Config(what.to_string()));
-        if !(self.lr > 0.0) || self.head_lr.is_some_and(|h| !(h > 0.0)) {
+        // `!positive(x)` is also true for NaN.
+        let positive = |x: f64| x > 0.0;
+        if !positive(self.lr) || self.head_lr.is_some_and(|h| !positive(h)) {
             return bad("learning rates must be positive");
         }
         if !(self.layer_decay > 0.0 && self.layer_decay <= 1.0) {
@@ -52,11 +54,11 @@ impl OptimConfig {
         }
         if !(0.0..1.0).contains(&self.beta1)
             || !(0.0..1.0).contains(&self.beta2)
-            || !(self.eps > 0.0)
+            || !positive(self.eps)
         {
             return bad("AdamW betas must be in [0, 1) and eps positive");
         }
-        if self.weight_decay < 0.0 || self.max_grad_norm.is_some_and(|n| !(n > 0.0)) {
+        if self.weight_decay < 0.0 || self.max_grad_norm.is_some_and(|n| !positive(n)) {
             return bad("weight decay must be >= 0 and the clipping norm positive");
         }
         Ok(())

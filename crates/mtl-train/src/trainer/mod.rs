@@ -18,11 +18,15 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
+use mtl_encoder::sentence_encoder::default_workers;
 use mtl_model::MultiTaskModel;
 
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+use crate::loss::LossWeighting;
+use checkpoint::io_error;
+use run::Run;
 
 pub use checkpoint::TrainState;
 pub use config::TrainConfig;
@@ -103,8 +107,78 @@ impl Trainer {
         model: MultiTaskModel<AB>,
         data: TrainData<'_>,
     ) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
-        run::fit(self, model, data)
+        self.config.validate()?;
+        let out = self.out.as_path();
+        std::fs::create_dir_all(out).map_err(io_error(out))?;
+        let threads = default_workers::<AB>(&model.encoder.device());
+        let config = TrainConfig {
+            shards: Some(self.config.shards.unwrap_or(threads)),
+            ..self.config.clone()
+        };
+        let (model, optim, state) = checkpoint::start(model, &config, out, self.options.resume)?;
+        check_tasks(&model, data.train, "training")?;
+        for (split, d) in [("dev", data.dev), ("test", data.test)] {
+            if let Some(d) = d {
+                check_tasks(&model, d, split)?;
+            }
+        }
+        let trainable = trainable(model, &config, &state)?;
+        let step = TrainStep::with_optimizer(&config, &trainable.model, optim);
+        let mut run = Run::new(self, &config, data, &trainable.model, step, state)?;
+        let (trainable, flow) = run.epochs(trainable)?;
+        run.finish(trainable, flow)
     }
+}
+
+/// Fails unless `data`'s tasks are the model's (names, labels and their order).
+fn check_tasks<B: Backend>(model: &MultiTaskModel<B>, data: &Dataset, split: &str) -> Result<()> {
+    let model_tasks: Vec<(&str, &[String])> = model
+        .tasks()
+        .iter()
+        .map(|t| (t.name.as_str(), t.labels.as_slice()))
+        .collect();
+    let data_tasks: Vec<(&str, &[String])> = data
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.labels.as_slice()))
+        .collect();
+    if model_tasks != data_tasks {
+        return Err(TrainError::TaskMismatch {
+            split: split.to_string(),
+            data: format!("{data_tasks:?}"),
+            model: format!("{model_tasks:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// The module trained: the frozen model and, with uncertainty weighting, the loss weights
+/// (from the state when resuming).
+fn trainable<AB: AutodiffBackend>(
+    model: MultiTaskModel<AB>,
+    config: &TrainConfig,
+    state: &TrainState,
+) -> Result<Trainable<AB>> {
+    let model = model.freeze(&config.freeze)?;
+    let num_tasks = model.tasks().len();
+    let loss_weights = match config.loss_weighting {
+        LossWeighting::Uncertainty => {
+            let init = state
+                .loss_weights
+                .clone()
+                .unwrap_or_else(|| vec![0.0; num_tasks]);
+            let device = model.encoder.device();
+            Some(Param::from_data(
+                TensorData::new(init, [num_tasks]),
+                &device,
+            ))
+        }
+        LossWeighting::Static(_) => None,
+    };
+    Ok(Trainable {
+        model,
+        loss_weights,
+    })
 }
 
 /// [`Trainer::fit`], keeping only the report (the model is in `<out>/model`).

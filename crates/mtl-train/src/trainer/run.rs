@@ -1,24 +1,21 @@
 //! The fit loop: epochs of task-sampled batches, an optimizer step every `grad_accum` batches,
 //! evaluations, checkpoints, and the run's result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Param};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::TensorData;
 use mtl_encoder::Encoded;
 use mtl_model::MultiTaskModel;
 
-use super::checkpoint::{self, io_error, TrainState};
+use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::eval::{read_best, write_results, EvalRecord, Split};
 use super::progress::{LossLog, Progress};
 use super::step::{Batch, TrainRows, TrainStep};
 use super::{TrainData, TrainReport, Trainable, Trainer};
-use crate::data::Dataset;
 use crate::error::{Result, TrainError};
-use crate::loss::LossWeighting;
 use crate::sampler::{plan_epoch, pool_keys, BatchPlan, PlanOptions};
 use crate::schedule::LinearSchedule;
 
@@ -38,6 +35,26 @@ pub(super) struct Paths {
     pub(super) out: PathBuf,
     pub(super) metrics: PathBuf,
     pub(super) model: PathBuf,
+}
+
+impl Paths {
+    fn new(out: &Path) -> Self {
+        Self {
+            out: out.to_path_buf(),
+            metrics: out.join("metrics.jsonl"),
+            model: out.join("model"),
+        }
+    }
+}
+
+/// The learning-rate schedule over all epochs' optimizer steps.
+fn schedule(pools: &[Vec<usize>], config: &TrainConfig) -> LinearSchedule {
+    let batches_per_epoch: usize = pools
+        .iter()
+        .map(|p| p.len().div_ceil(config.batch_size))
+        .sum();
+    let steps_per_epoch = batches_per_epoch.div_ceil(config.grad_accum);
+    LinearSchedule::from_ratio(steps_per_epoch * config.epochs, config.warmup_ratio)
 }
 
 /// A run in progress: everything the loop reads and updates, except the module being trained,
@@ -70,92 +87,9 @@ pub(super) struct Run<'a, AB: AutodiffBackend> {
     pub(super) best: Option<EvalRecord>,
 }
 
-/// Fails unless `data`'s tasks are the model's (names, labels and their order).
-fn check_tasks<B: burn::tensor::backend::Backend>(
-    model: &MultiTaskModel<B>,
-    data: &Dataset,
-    split: &str,
-) -> Result<()> {
-    let model_tasks: Vec<(&str, &[String])> = model
-        .tasks()
-        .iter()
-        .map(|t| (t.name.as_str(), t.labels.as_slice()))
-        .collect();
-    let data_tasks: Vec<(&str, &[String])> = data
-        .tasks
-        .iter()
-        .map(|t| (t.name.as_str(), t.labels.as_slice()))
-        .collect();
-    if model_tasks != data_tasks {
-        return Err(TrainError::TaskMismatch {
-            split: split.to_string(),
-            data: format!("{data_tasks:?}"),
-            model: format!("{model_tasks:?}"),
-        });
-    }
-    Ok(())
-}
-
-/// The module trained: the frozen model and, with uncertainty weighting, the loss weights
-/// (from the state when resuming).
-fn trainable<AB: AutodiffBackend>(
-    model: MultiTaskModel<AB>,
-    config: &TrainConfig,
-    state: &TrainState,
-) -> Result<Trainable<AB>> {
-    let model = model.freeze(&config.freeze)?;
-    let num_tasks = model.tasks().len();
-    let loss_weights = match config.loss_weighting {
-        LossWeighting::Uncertainty => {
-            let init = state
-                .loss_weights
-                .clone()
-                .unwrap_or_else(|| vec![0.0; num_tasks]);
-            let device = model.encoder.device();
-            Some(Param::from_data(
-                TensorData::new(init, [num_tasks]),
-                &device,
-            ))
-        }
-        LossWeighting::Static(_) => None,
-    };
-    Ok(Trainable {
-        model,
-        loss_weights,
-    })
-}
-
-/// See [`Trainer::fit`].
-pub(super) fn fit<AB: AutodiffBackend>(
-    trainer: &Trainer,
-    model: MultiTaskModel<AB>,
-    data: TrainData<'_>,
-) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
-    trainer.config.validate()?;
-    let out = trainer.out.as_path();
-    std::fs::create_dir_all(out).map_err(io_error(out))?;
-    let threads = mtl_encoder::sentence_encoder::default_workers::<AB>(&model.encoder.device());
-    let config = TrainConfig {
-        shards: Some(trainer.config.shards.unwrap_or(threads)),
-        ..trainer.config.clone()
-    };
-    let (model, optim, state) = checkpoint::start(model, &config, out, trainer.options.resume)?;
-    check_tasks(&model, data.train, "training")?;
-    for (split, d) in [("dev", data.dev), ("test", data.test)] {
-        if let Some(d) = d {
-            check_tasks(&model, d, split)?;
-        }
-    }
-    let trainable = trainable(model, &config, &state)?;
-    let step = TrainStep::with_optimizer(&config, &trainable.model, optim);
-    let mut run = Run::new(trainer, &config, data, &trainable.model, step, state)?;
-    let (trainable, flow) = run.epochs(trainable)?;
-    run.finish(trainable, flow)
-}
-
 impl<'a, AB: AutodiffBackend> Run<'a, AB> {
     /// Tokenizes (with a frozen encoder, embeds) the data and sizes the schedule.
-    fn new(
+    pub(super) fn new(
         trainer: &'a Trainer,
         config: &'a TrainConfig,
         data: TrainData<'a>,
@@ -180,23 +114,13 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             return Err(TrainError::Data("no labelled training rows".into()));
         }
         let lengths: Vec<usize> = train_split.encoded.iter().map(Encoded::len).collect();
-        let batches_per_epoch: usize = pools
-            .iter()
-            .map(|p| p.len().div_ceil(config.batch_size))
-            .sum();
-        let steps_per_epoch = batches_per_epoch.div_ceil(config.grad_accum);
-        let schedule =
-            LinearSchedule::from_ratio(steps_per_epoch * config.epochs, config.warmup_ratio);
+        let schedule = schedule(&pools, config);
         let progress = Progress::new(trainer.options.progress, schedule.total_steps, state.step);
         let task_names: Vec<String> = model.tasks().iter().map(|t| t.name.clone()).collect();
         Ok(Self {
             config,
             trainer,
-            paths: Paths {
-                out: trainer.out.clone(),
-                metrics: trainer.out.join("metrics.jsonl"),
-                model: trainer.out.join("model"),
-            },
+            paths: Paths::new(&trainer.out),
             data,
             device: model.encoder.device(),
             losses: LossLog::new(task_names.len()),
@@ -223,7 +147,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
     }
 
     /// Epochs until the schedule ends, patience runs out or the run is interrupted.
-    fn epochs(&mut self, mut trainable: Trainable<AB>) -> Result<(Trainable<AB>, Flow)> {
+    pub(super) fn epochs(&mut self, mut trainable: Trainable<AB>) -> Result<(Trainable<AB>, Flow)> {
         while self.state.epoch < self.config.epochs && !self.state.finished {
             let (next, flow) = self.epoch(trainable)?;
             trainable = next;
@@ -336,7 +260,10 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
     /// checkpoint every `checkpoint_every` steps or when stopping.
     fn after_step(&mut self, trainable: &Trainable<AB>, last: bool) -> Result<Flow> {
         let step = self.state.step;
-        if self.config.eval_every.is_some_and(|n| step % n == 0)
+        if self
+            .config
+            .eval_every
+            .is_some_and(|n| step.is_multiple_of(n))
             && self.evaluate_dev(trainable, self.state.epoch + 1)?
         {
             self.state.finished = true;
@@ -344,7 +271,13 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         }
         let stop = self.stop_requested();
         let mid_epoch = !last;
-        if mid_epoch && (stop || self.config.checkpoint_every.is_some_and(|n| step % n == 0)) {
+        if mid_epoch
+            && (stop
+                || self
+                    .config
+                    .checkpoint_every
+                    .is_some_and(|n| step.is_multiple_of(n)))
+        {
             self.save_checkpoint(trainable)?;
         }
         if mid_epoch && stop {
@@ -372,7 +305,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
 
     /// The result: the best dev model (without a dev set, the last), evaluated on test, with
     /// `results.json`; after an interruption, the model as it is.
-    fn finish(
+    pub(super) fn finish(
         mut self,
         trainable: Trainable<AB>,
         flow: Flow,

@@ -8,16 +8,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
 use mtl::backend::{device, Backend, TrainBackend, NAME};
-use mtl::encoder::runtime::default_workers;
 use mtl::encoder::{Encoded, SentenceEncoder};
 use mtl::model::{seed_tasks, HeadOptions, MultiTaskModel};
-use mtl::train::loss::cross_entropy;
-use mtl::train::optim::{AdamW, GradAccumulator, OptimConfig};
-use mtl::train::parallel::{by_length, shard_gradients};
-use mtl::train::sampler::Rng;
+use mtl::train::{Batch, OptimConfig, Rng, TrainConfig, TrainRows, TrainStep, Trainable};
 
 #[derive(Parser)]
 #[command(about = "Benchmark encoding and training throughput")]
@@ -118,66 +113,68 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // Training: encoder + mean pooling + heads (3 and 2 classes), summed cross-entropy, AdamW,
+    // Training: the trainer's step (encoder + mean pooling + heads with 3 and 2 classes, summed
+    // cross-entropy, the batch cut into shards, each a thread's forward and backward, AdamW),
     // batches from a seeded shuffle of the corpus, pre-tokenized.
     let train_encoder = SentenceEncoder::<TrainBackend>::load(&args.model, &device)?;
     let options = HeadOptions {
         dropout: 0.0,
         ..HeadOptions::default()
     };
-    let mut model = MultiTaskModel::new(train_encoder, seed_tasks(), options)?;
+    let model = MultiTaskModel::new(train_encoder, seed_tasks(), options)?;
     let encoded: Vec<Encoded> = model.encoder.tokenize(&sentences)?;
+    let labels: Vec<Vec<Option<usize>>> = (0..encoded.len())
+        .map(|r| vec![Some(r % 3), Some(r % 2)])
+        .collect();
+    let data = TrainRows {
+        encoded: &encoded,
+        labels: &labels,
+        cache: None,
+    };
     let mut rng = Rng::new(7);
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     rng.shuffle(&mut order);
-    let config = OptimConfig {
-        lr: 2e-5,
-        weight_decay: 0.01,
-        max_grad_norm: None,
-        ..OptimConfig::default()
+    let config = TrainConfig {
+        optim: OptimConfig {
+            lr: 2e-5,
+            weight_decay: 0.01,
+            max_grad_norm: None,
+            ..OptimConfig::default()
+        },
+        shards: args.shards,
+        ..TrainConfig::default()
     };
-    let mut optim = AdamW::new(config, model.encoder.bert.num_layers())?;
-    let mut acc = GradAccumulator::default();
+    let mut step = TrainStep::new(&config, &model)?;
+    let shards = step.shards();
+    let mut trainable = Trainable {
+        model,
+        loss_weights: None,
+    };
     let b = args.train_batch;
-    let threads = default_workers::<TrainBackend>(&device);
-    let shards = args.shards.unwrap_or(threads);
     reset_peak_rss();
     let mut timed = 0.0;
-    for step in 0..(3 + args.train_steps) {
-        let rows: Vec<usize> = (0..b)
-            .map(|i| order[(step * b + i) % order.len()])
-            .collect();
-        let rows = by_length(&rows, |r| encoded[r].len());
+    for k in 0..(3 + args.train_steps) {
+        let rows: Vec<usize> = (0..b).map(|i| order[(k * b + i) % order.len()]).collect();
+        let batch = Batch {
+            rows: &rows,
+            tasks: &[0, 1],
+        };
         let start = Instant::now();
-        // The trainer's step: the batch cut into shards, each a thread's forward and backward.
-        let parts = shard_gradients(&model, b, shards, threads, step as u64, |m, range| {
-            let rows = &rows[range];
-            let share = rows.len() as f64 / b as f64;
-            let refs: Vec<&Encoded> = rows.iter().map(|&r| &encoded[r]).collect();
-            let out = m.forward(&m.encoder.batch(&refs));
-            let labels = |n: i64| -> Tensor<TrainBackend, 1, Int> {
-                let v: Vec<i64> = rows.iter().map(|&r| r as i64 % n).collect();
-                Tensor::from_data(TensorData::new(v, [rows.len()]), &device)
-            };
-            let loss = cross_entropy(out.logits[0].clone(), labels(3))
-                + cross_entropy(out.logits[1].clone(), labels(2));
-            (loss * share, ())
-        });
-        let t1 = start.elapsed().as_secs_f64();
-        acc.add_parts(&model, parts.into_iter().map(|(g, _)| g));
-        let t2 = start.elapsed().as_secs_f64();
-        let (next, _) = optim.step(model, &mut acc, 1.0);
-        model = next;
-        let _ = model.heads[0].out_proj.weight.val().into_data();
+        let (next, out) = step.step(trainable, &data, batch, k, 1.0);
+        trainable = next;
+        let _ = trainable.model.heads[0].out_proj.weight.val().into_data(); // wait for the backend
+        let total = start.elapsed().as_secs_f64();
         if args.phases {
+            let t = out.times;
             eprintln!(
-                "fwd+bwd {t1:.3} add {:.3} optim {:.3}",
-                t2 - t1,
-                start.elapsed().as_secs_f64() - t2
+                "fwd+bwd {:.3} add {:.3} optim {:.3}",
+                t.forward_backward,
+                t.add,
+                total - t.forward_backward - t.add
             );
         }
-        if step >= 3 {
-            timed += start.elapsed().as_secs_f64();
+        if k >= 3 {
+            timed += total;
         }
     }
     row(
@@ -186,6 +183,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (args.train_steps * b) as f64 / timed,
         peak_rss_mib(),
     );
-    let _ = model.valid();
+    let _ = trainable.model.valid();
     Ok(())
 }

@@ -10,10 +10,10 @@ use clap::Parser;
 use mtl::backend::{device, TrainBackend, NAME};
 use mtl::encoder::{Pooling, SentenceEncoder};
 use mtl::heads::HeadActivation;
-use mtl::model::{FreezePolicy, HeadOptions, MultiTaskModel, TaskSpec};
+use mtl::model::{FreezePolicy, HeadOptions, MultiTaskModel};
 use mtl::train::{
-    read_table, train, Dataset, EvalRecord, LossWeighting, OptimConfig, ReadOptions, RunOptions,
-    SamplerKind, TrainConfig, TrainData,
+    read_table, Dataset, EvalRecord, LossWeighting, OptimConfig, ReadOptions, RunOptions,
+    SamplerKind, TrainConfig, TrainData, Trainer,
 };
 
 #[derive(Parser)]
@@ -223,11 +223,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The heads read the encoder's embeddings: normalised only with --normalize.
     encoder = encoder.with_normalize(args.normalize);
-    let tasks: Vec<TaskSpec> = train_set
-        .tasks
-        .iter()
-        .map(|t| TaskSpec::new(&t.name, t.labels.clone()))
-        .collect();
+    let tasks = train_set.tasks.clone();
     let head = HeadOptions {
         hidden_size: args.head_hidden,
         dropout: args.head_dropout,
@@ -270,7 +266,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         test: test_set.as_ref(),
     };
     let started = std::time::Instant::now();
-    let report = train(model, data, &config, &args.out, &run)?;
+    let (_, report) = Trainer::new(config, &args.out, run).fit(model, data)?;
     let wall = started.elapsed().as_secs_f64();
     eprintln!(
         "[{NAME}] {} steps in {wall:.1} s wall ({:.1} s in training steps, {:.1} sentences/s){}",

@@ -15,7 +15,7 @@ use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{HeadOptions, MultiTaskModel, TaskSpec};
 use mtl::train::{
     read_table, train, Dataset, OptimConfig, ReadOptions, RunOptions, TrainConfig, TrainData,
-    TrainError, Trainable,
+    TrainError, Trainable, Trainer,
 };
 
 type AB = Autodiff<NdArray>;
@@ -28,7 +28,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn uci(split: &str, rows: usize, tasks: Option<&[mtl::train::Task]>) -> Dataset {
+fn uci(split: &str, rows: usize, tasks: Option<&[TaskSpec]>) -> Dataset {
     let path = shared().join(format!("data/uci-mtl/{split}.tsv"));
     let table = read_table(&path, &ReadOptions::default()).unwrap();
     let mut data = match tasks {
@@ -47,12 +47,7 @@ fn tiny_model(tasks: &Dataset) -> MultiTaskModel<AB> {
     let tokenizer =
         SentenceTokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0).unwrap();
     let encoder = SentenceEncoder::from_parts(bert, config, tokenizer);
-    let specs = tasks
-        .tasks
-        .iter()
-        .map(|t| TaskSpec::new(&t.name, t.labels.clone()))
-        .collect();
-    MultiTaskModel::new(encoder, specs, HeadOptions::default()).unwrap()
+    MultiTaskModel::new(encoder, tasks.tasks.clone(), HeadOptions::default()).unwrap()
 }
 
 fn config(epochs: usize) -> TrainConfig {
@@ -267,6 +262,31 @@ fn data_tasks_must_match_the_model() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("sentiment"), "{err}");
+    assert!(matches!(err, TrainError::TaskMismatch { .. }), "{err}");
+}
+
+/// `Trainer::fit` hands back the resulting model, the one it wrote to `<out>/model`.
+#[test]
+fn fit_returns_the_resulting_model() {
+    let _turn = serial();
+    let train_set = uci("train", 32, None);
+    let dev = uci("dev", 16, Some(&train_set.tasks));
+    let data = TrainData {
+        train: &train_set,
+        dev: Some(&dev),
+        test: None,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let trainer = Trainer::new(config(2), out.path(), RunOptions::default());
+    let (model, report) = trainer.fit(tiny_model(&train_set), data).unwrap();
+    assert!(report.finished);
+    let in_memory: BTreeMap<String, Vec<f32>> =
+        module_tensors(&model, |p| Some((p.to_string(), Layout::AsIs)))
+            .unwrap()
+            .into_iter()
+            .map(|(k, (_, v))| (k, v))
+            .collect();
+    assert_eq!(in_memory, params_of(&out.path().join("model")));
 }
 
 /// The learning-rate groups reach the parameters by the paths the trainer's module really has:

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::model::MultiTaskModel;
+use crate::params::ParamRole;
 
 /// What of the encoder is frozen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -75,26 +76,19 @@ impl FreezePolicy {
     /// Whether the parameter at `path` (a path in [`MultiTaskModel`]) is frozen; `heads` are
     /// the frozen heads' indices.
     fn freezes(&self, path: &str, heads: &[usize]) -> bool {
-        if let Some(rest) = path.strip_prefix("heads.") {
-            let index = rest.split('.').next().and_then(|i| i.parse::<usize>().ok());
-            return index.is_some_and(|i| heads.contains(&i));
+        let role = ParamRole::of(path);
+        if let ParamRole::Head(i) = role {
+            return heads.contains(&i);
         }
-        let Some(rest) = path.strip_prefix("encoder.bert.") else {
-            return false;
-        };
-        let embeddings = rest.starts_with("embeddings.");
         match self.encoder {
             EncoderFreeze::Nothing => false,
-            EncoderFreeze::All => true,
-            EncoderFreeze::Embeddings => embeddings,
-            EncoderFreeze::EmbeddingsAndLayers(k) => {
-                embeddings
-                    || rest
-                        .strip_prefix("encoder.layer.")
-                        .and_then(|r| r.split('.').next())
-                        .and_then(|i| i.parse::<usize>().ok())
-                        .is_some_and(|i| i < k)
-            }
+            EncoderFreeze::All => role.is_encoder(),
+            EncoderFreeze::Embeddings => role == ParamRole::Embeddings,
+            EncoderFreeze::EmbeddingsAndLayers(k) => match role {
+                ParamRole::Embeddings => true,
+                ParamRole::Layer(i) => i < k,
+                _ => false,
+            },
         }
     }
 

@@ -4,6 +4,7 @@ mod error;
 mod freeze;
 mod io;
 mod model;
+mod params;
 mod task;
 
 pub use error::{ModelError, Result};
@@ -12,4 +13,5 @@ pub use io::{read_model_file, ModelFile};
 pub use model::{
     head_config, HeadOptions, ModelMeta, MultiTaskModel, MultiTaskOutput, TaskPrediction,
 };
+pub use params::ParamRole;
 pub use task::{seed_tasks, validate_tasks, TaskSpec};

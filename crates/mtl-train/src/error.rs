@@ -34,9 +34,24 @@ pub enum TrainError {
     /// The data as a whole is unusable (no rows, no tasks, a task with one label...).
     #[error("data: {0}")]
     Data(String),
-    /// A training setting is out of range or inconsistent.
+    /// A training setting is out of range or inconsistent (including resuming a checkpoint
+    /// written by a run with other settings).
     #[error("configuration: {0}")]
     Config(String),
+    /// The tasks of a data split differ from the model's (names, or labels and their order).
+    #[error("the {split} tasks {data} differ from the model's {model}")]
+    TaskMismatch {
+        /// `training`, `dev` or `test`.
+        split: String,
+        /// The data's tasks and labels.
+        data: String,
+        /// The model's tasks and labels.
+        model: String,
+    },
+    /// A file written by an earlier run (`state.json`, `optimizer.json`, `metrics.jsonl`) is
+    /// corrupt or from an incompatible version.
+    #[error("{path}: malformed training state: {message}")]
+    MalformedState { path: PathBuf, message: String },
     /// The encoder failed.
     #[error(transparent)]
     Encoder(#[from] mtl_encoder::EncoderError),

@@ -1,23 +1,30 @@
 //! Multi-task training: data, batching, task sampling, losses, optimisation, evaluation and
 //! checkpoints, generic over burn autodiff backends.
+//!
+//! [`Trainer`] trains a [`mtl_model::MultiTaskModel`] on [`Dataset`]s read with [`read_table`];
+//! [`TrainStep`] is its training step on its own (forward and backward passes on data-parallel
+//! shards, gradient accumulation, AdamW).
 
-pub mod checkpoint;
-pub mod data;
-pub mod error;
-pub mod loss;
-pub mod metrics;
-pub mod optim;
-pub mod parallel;
-pub mod sampler;
-pub mod schedule;
-pub mod trainer;
+mod data;
+mod error;
+mod loss;
+mod metrics;
+mod optim;
+mod parallel;
+mod sampler;
+mod schedule;
+mod trainer;
 
-pub use checkpoint::{EvalRecord, TrainState};
-pub use data::{read_table, Dataset, Format, ReadOptions, Task};
+pub use data::{read_table, Dataset, Example, Format, RawRow, RawTable, ReadOptions};
 pub use error::{Result, TrainError};
-pub use loss::LossWeighting;
+pub use loss::{cross_entropy, uncertainty_combine, LossWeighting};
 pub use metrics::{ConfusionMatrix, TaskMetrics};
-pub use optim::{AdamW, OptimConfig};
-pub use sampler::SamplerKind;
+pub use mtl_encoder::Rng;
+pub use mtl_model::TaskSpec;
+pub use optim::{AdamW, GradAccumulator, OptimConfig, StepStats};
+pub use sampler::{sampler_probabilities, SamplerKind};
 pub use schedule::LinearSchedule;
-pub use trainer::{evaluate, train, RunOptions, TrainConfig, TrainData, TrainReport, Trainable};
+pub use trainer::{
+    evaluate, train, Batch, BatchLosses, EvalRecord, RunOptions, StepTimes, TrainConfig, TrainData,
+    TrainReport, TrainRows, TrainState, TrainStep, Trainable, Trainer,
+};

@@ -100,6 +100,7 @@ pub fn uncertainty_combine<B: Backend>(
     losses
         .into_iter()
         .map(|(task, loss)| {
+            #[allow(clippy::single_range_in_vec_init)] // burn's slice takes one range per dim
             let s = log_vars.clone().slice([task..task + 1]);
             loss * s.clone().neg().exp() + s * 0.5
         })

@@ -8,16 +8,12 @@
 //! machine, however many cores run them.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use mtl_encoder::{seed_dropout, SingleThreadedBlas};
-
-use crate::sampler::Rng;
+use mtl_encoder::runtime::{map_parallel, seed_dropout, Rng};
 
 /// `n` rows cut into at most `shards` contiguous, non-empty ranges whose lengths differ by at
 /// most one (longer ones first).
@@ -81,7 +77,7 @@ pub fn fork<AB: AutodiffBackend, M: AutodiffModule<AB>>(module: &M) -> M {
 
 /// Runs `loss(module, rows)` for each of the shards of `0..n` and returns, in shard order,
 /// the gradients of each shard's loss with `loss`'s second value. Shards run on up to `threads`
-/// threads, the last shard first; each seeds its dropout with [`shard_seed`]`(seed, shard)`
+/// workers ([`map_parallel`]), the last shard first; each seeds its dropout with [`shard_seed`]`(seed, shard)`
 /// first. The losses should be scaled so that their sum is the batch's loss (a shard's mean
 /// times its share of the rows). Callers order the rows by length first: each shard then pads
 /// to its own longest row, far less than the batch's (see [`by_length`]).
@@ -100,54 +96,16 @@ where
     F: Fn(&M, Range<usize>) -> (Tensor<AB, 1>, R) + Sync,
 {
     let ranges = shard_ranges(n, shards);
-    let run = |shard: usize, copy: M| {
+    // The workers take the costliest shards (the caller's last) first, so that long and short
+    // shards balance across them; the results come back in shard order.
+    let copies: Vec<(usize, M)> = (0..ranges.len()).rev().map(|k| (k, fork(module))).collect();
+    let mut results = map_parallel(copies, threads, |_, (shard, copy)| {
         seed_dropout(shard_seed(seed, shard));
         let (value, extra) = loss(&copy, ranges[shard].clone());
         (GradientsParams::from_grads(value.backward(), &copy), extra)
-    };
-    let threads = threads.clamp(1, ranges.len());
-    if threads == 1 {
-        return (0..ranges.len()).map(|k| run(k, fork(module))).collect();
-    }
-    let _blas = SingleThreadedBlas::new();
-    // Threads take shards from the last (the caller puts its costliest rows last) as they
-    // finish, so that long and short shards balance across the threads.
-    let copies: Vec<Mutex<Option<M>>> = (0..ranges.len())
-        .map(|_| Mutex::new(Some(fork(module))))
-        .collect();
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<Option<(GradientsParams, R)>> = (0..ranges.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let (run, copies, next) = (&run, &copies, &next);
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(move || {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(k) = copies.len().checked_sub(i + 1) else {
-                            break done;
-                        };
-                        let copy = copies[k]
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                            .expect("each shard is taken once");
-                        done.push((k, run(k, copy)));
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            for (k, result) in handle.join().expect("a training shard panicked") {
-                results[k] = Some(result);
-            }
-        }
     });
+    results.reverse();
     results
-        .into_iter()
-        .map(|r| r.expect("every shard ran"))
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Deterministic randomness and the epoch plan of a multi-task run: which rows go into which batch,
+//! The epoch plan of a multi-task run: which rows go into which batch,
 //! and in which order the batches of the different task pools are visited.
 //!
 //! Rows are grouped into *pools* by the exact set of tasks they are labelled for, so a row labelled
@@ -9,58 +9,7 @@ use std::cmp::Reverse;
 use std::str::FromStr;
 
 use crate::error::{Result, TrainError};
-
-/// SplitMix64: a small, fast, seedable generator whose whole state is one serializable `u64`, so a
-/// run can be resumed exactly from a checkpoint.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Rng {
-    /// The generator state; advanced by every draw.
-    pub state: u64,
-}
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform number in `[0, 1)` with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// A uniform integer in `0..n` without modulo bias (rejection sampling); 0 when `n` is 0.
-    pub fn below(&mut self, n: usize) -> usize {
-        let n = n as u64;
-        if n == 0 {
-            return 0;
-        }
-        // The largest multiple of n that fits: draws at or above it would favour small values.
-        let limit = u64::MAX - u64::MAX % n;
-        loop {
-            let x = self.next_u64();
-            if x < limit {
-                return (x % n) as usize;
-            }
-        }
-    }
-
-    /// Shuffles `items` in place (Fisher–Yates), every permutation equally likely.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
+use mtl_encoder::Rng;
 
 /// How the next batch's pool is chosen among the pools that still have batches this epoch.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -294,53 +243,6 @@ mod tests {
         let mut rows: Vec<usize> = plan.iter().flat_map(|b| b.rows.clone()).collect();
         rows.sort_unstable();
         rows
-    }
-
-    #[test]
-    fn splitmix64_reference_values() {
-        let mut rng = Rng::new(0);
-        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
-        assert_eq!(rng.next_u64(), 0x06C4_5D18_8009_454F);
-        let mut rng = Rng::new(42);
-        assert_eq!(rng.next_u64(), 0xBDD7_3226_2FEB_6E95);
-        // The state alone resumes the stream.
-        let mut resumed = Rng { state: rng.state };
-        assert_eq!(resumed.next_u64(), 0x28EF_E333_B266_F103);
-        assert_eq!(rng.next_u64(), 0x28EF_E333_B266_F103);
-    }
-
-    #[test]
-    fn uniform_draws_stay_in_range() {
-        let mut rng = Rng::new(7);
-        let mut counts = [0usize; 3];
-        for _ in 0..30_000 {
-            let f = rng.next_f64();
-            assert!((0.0..1.0).contains(&f));
-            counts[rng.below(3)] += 1;
-        }
-        for c in counts {
-            assert!((9_500..10_500).contains(&c), "{counts:?}");
-        }
-        assert_eq!(rng.below(0), 0);
-        assert_eq!(rng.below(1), 0);
-    }
-
-    #[test]
-    fn shuffle_is_a_seeded_permutation() {
-        let shuffled = |seed| {
-            let mut v: Vec<usize> = (0..20).collect();
-            Rng::new(seed).shuffle(&mut v);
-            v
-        };
-        let a = shuffled(1);
-        assert_eq!(a, shuffled(1));
-        assert_ne!(a, shuffled(2));
-        assert_ne!(a, (0..20).collect::<Vec<_>>());
-        let mut sorted = a.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..20).collect::<Vec<_>>());
-        Rng::new(1).shuffle::<u8>(&mut []);
     }
 
     #[test]

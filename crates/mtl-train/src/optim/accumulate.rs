@@ -1,0 +1,176 @@
+//! Gradient accumulation: the gradients of backward passes summed by parameter path.
+
+use std::collections::BTreeMap;
+
+use burn::module::{AutodiffModule, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use mtl_encoder::runtime::is_cpu;
+
+use mtl_encoder::io::{visit_paths, PathVisitor};
+
+/// Gradients summed over micro-batches, by parameter path, on the inner backend (ordered, so
+/// the global norm is summed in the same order every time).
+pub struct GradAccumulator<B: Backend> {
+    pub(super) grads: BTreeMap<String, Summed<B>>,
+    pub(super) micro_batches: usize,
+}
+
+impl<B: Backend> Default for GradAccumulator<B> {
+    fn default() -> Self {
+        Self {
+            grads: BTreeMap::new(),
+            micro_batches: 0,
+        }
+    }
+}
+
+/// One parameter's summed gradient, flattened: on CPU backends host values, moved out of the
+/// tensors without copies and summed in place (burn-ndarray's reshape and addition would each
+/// copy, 47 MB for the word embeddings alone); elsewhere a tensor.
+pub(super) enum Summed<B: Backend> {
+    Host(Vec<f32>),
+    Device(Tensor<B, 1>),
+}
+
+impl<B: Backend> Summed<B> {
+    fn new<const D: usize>(g: Tensor<B, D>) -> Self {
+        if is_cpu::<B>(&g.device()) {
+            Self::Host(host_vec(g))
+        } else {
+            let n = g.shape().num_elements();
+            Self::Device(g.reshape([n]))
+        }
+    }
+
+    fn add(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Host(mut a), Self::Host(b)) => {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                Self::Host(a)
+            }
+            (Self::Device(a), Self::Device(b)) => Self::Device(a + b),
+            (a, b) => {
+                let device = a.device().or(b.device()).unwrap_or_default();
+                Self::Device(a.tensor(&device) + b.tensor(&device))
+            }
+        }
+    }
+
+    fn device(&self) -> Option<B::Device> {
+        match self {
+            Self::Host(_) => None,
+            Self::Device(t) => Some(t.device()),
+        }
+    }
+
+    pub(super) fn tensor(self, device: &B::Device) -> Tensor<B, 1> {
+        match self {
+            Self::Host(values) => {
+                let n = values.len();
+                Tensor::from_data(TensorData::new(values, [n]), device)
+            }
+            Self::Device(t) => t,
+        }
+    }
+
+    pub(super) fn host(self) -> Vec<f32> {
+        match self {
+            Self::Host(values) => values,
+            Self::Device(t) => host_vec(t),
+        }
+    }
+
+    /// The sum of squares, in `f64` (on the host, `f32` sums of blocks of 1024 added in `f64`).
+    fn squared_norm(&self) -> f64 {
+        match self {
+            Self::Host(values) => values
+                .chunks(1024)
+                .map(|block| {
+                    // Eight partial sums, so that the loop vectorises.
+                    let mut lanes = [0.0f32; 8];
+                    let mut chunks = block.chunks_exact(8);
+                    for chunk in &mut chunks {
+                        lanes.iter_mut().zip(chunk).for_each(|(s, x)| *s += x * x);
+                    }
+                    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+                    (lanes.iter().sum::<f32>() + tail) as f64
+                })
+                .sum(),
+            Self::Device(g) => (g.clone() * g.clone()).sum().into_scalar().elem(),
+        }
+    }
+}
+
+struct CollectGrads<'a, B: Backend> {
+    grads: &'a mut GradientsParams,
+    into: &'a mut BTreeMap<String, Summed<B>>,
+}
+
+impl<AB: AutodiffBackend> PathVisitor<AB> for CollectGrads<'_, AB::InnerBackend> {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<AB, D>>) {
+        if let Some(g) = self.grads.remove::<AB::InnerBackend, D>(param.id) {
+            let g = Summed::new(g);
+            let sum = match self.into.remove(path) {
+                Some(acc) => acc.add(g),
+                None => g,
+            };
+            self.into.insert(path.to_string(), sum);
+        }
+    }
+}
+
+impl<B: Backend> GradAccumulator<B> {
+    /// Adds the gradients of one backward pass.
+    pub fn add<AB, M>(&mut self, module: &M, grads: GradientsParams)
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.add_parts(module, [grads]);
+    }
+
+    /// Adds the gradients of one batch computed in parts (data-parallel shards): they are summed
+    /// in order and count as one backward pass.
+    pub fn add_parts<AB, M>(&mut self, module: &M, parts: impl IntoIterator<Item = GradientsParams>)
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        for mut grads in parts {
+            let mut visitor = CollectGrads {
+                grads: &mut grads,
+                into: &mut self.grads,
+            };
+            visit_paths(module, &mut visitor);
+        }
+        self.micro_batches += 1;
+    }
+
+    /// The number of backward passes summed.
+    pub fn micro_batches(&self) -> usize {
+        self.micro_batches
+    }
+
+    /// True before any gradient was added.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+
+    /// The global L2 norm of the (averaged) gradients.
+    pub fn global_norm(&self) -> f64 {
+        let scale = 1.0 / self.micro_batches.max(1) as f64;
+        let total: f64 = self.grads.values().map(Summed::squared_norm).sum();
+        total.sqrt() * scale
+    }
+}
+
+/// Tensor data as host `f32` values in row-major order (no copy for a CPU backend's uniquely
+/// held, contiguous f32 tensor).
+pub(super) fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("converted to f32")
+}

@@ -1,0 +1,66 @@
+//! The AdamW update of one parameter as one pass over host memory (CPU backends).
+
+use mtl_encoder::runtime::{cores, map_parallel};
+
+/// The scalars of one AdamW update of one parameter.
+pub(super) struct AdamStep {
+    pub(super) beta1: f64,
+    pub(super) beta2: f64,
+    pub(super) eps: f64,
+    /// Averaging over micro-batches times clipping.
+    pub(super) grad_scale: f64,
+    /// `1 - lr·weight_decay`.
+    pub(super) decay: f64,
+    /// `1 - beta2^t`.
+    pub(super) bias2: f64,
+    /// `lr / (1 - beta1^t)`.
+    pub(super) step_size: f64,
+}
+
+impl AdamStep {
+    /// The update as one pass over host memory, large tensors split across the cores, with the
+    /// same `f32` arithmetic, in the same order, as the tensor-operation path. On CPU backends
+    /// the data moves in and out of the tensors without copies; the tensor path makes about ten
+    /// passes and as many allocations.
+    pub(super) fn on_host(
+        &self,
+        mut p: Vec<f32>,
+        g: Vec<f32>,
+        mut m: Vec<f32>,
+        mut v: Vec<f32>,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let f = |x: f64| x as f32;
+        let (b1, c1, b2, c2) = (
+            f(self.beta1),
+            f(1.0 - self.beta1),
+            f(self.beta2),
+            f(1.0 - self.beta2),
+        );
+        let (scale, decay, bias2, eps, step) = (
+            f(self.grad_scale),
+            f(self.decay),
+            f(self.bias2),
+            f(self.eps),
+            f(self.step_size),
+        );
+        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = g * scale;
+                *m = *m * b1 + g * c1;
+                *v = *v * b2 + g * g * c2;
+                *p = *p * decay - (*m / ((*v / bias2).sqrt() + eps)) * step;
+            }
+        };
+        // Large tensors (the word embeddings) are split over the cores.
+        let workers = cores();
+        let chunk = p.len().div_ceil(workers).max(1 << 18);
+        let parts: Vec<_> = p
+            .chunks_mut(chunk)
+            .zip(g.chunks(chunk))
+            .zip(m.chunks_mut(chunk))
+            .zip(v.chunks_mut(chunk))
+            .collect();
+        map_parallel(parts, workers, |_, (((p, g), m), v)| update(p, g, m, v));
+        (p, m, v)
+    }
+}

@@ -1,0 +1,194 @@
+//! The multi-task training loop: task-sampled batches, per-task losses, AdamW with warmup and
+//! decay, evaluation with early stopping, checkpoints and exact resume.
+//!
+//! [`Trainer::fit`] runs it; its parts are each a module of their own: [`config`] (the
+//! settings), [`run`] (the loop over epochs and batches), [`step`] (one batch's forward and
+//! backward passes on shards and the optimizer update, also timed by the benchmark), [`eval`]
+//! (metrics, `metrics.jsonl`, `results.json`, model selection), [`checkpoint`] (state on disk,
+//! fresh start or resume) and [`progress`] (the progress bar and loss log).
+
+mod checkpoint;
+mod config;
+mod eval;
+mod progress;
+mod run;
+mod step;
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use mtl_encoder::runtime::default_workers;
+use mtl_model::MultiTaskModel;
+
+use crate::data::Dataset;
+use crate::error::{Result, TrainError};
+use crate::loss::LossWeighting;
+use checkpoint::io_error;
+use run::Run;
+
+pub use checkpoint::TrainState;
+pub use config::TrainConfig;
+pub use eval::{evaluate, EvalRecord};
+pub use step::{Batch, BatchLosses, StepTimes, TrainRows, TrainStep};
+
+/// Run-time options that do not change the result.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from `<out>/checkpoint` when it exists.
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Stop (after writing a checkpoint) once this many optimizer steps are done, as if killed.
+    pub stop_after_steps: Option<usize>,
+}
+
+/// The data of a run.
+#[derive(Clone, Copy)]
+pub struct TrainData<'a> {
+    pub train: &'a Dataset,
+    pub dev: Option<&'a Dataset>,
+    pub test: Option<&'a Dataset>,
+}
+
+/// The model being trained together with the learned loss weights, if any.
+#[derive(Module, Debug)]
+pub struct Trainable<B: Backend> {
+    pub model: MultiTaskModel<B>,
+    pub loss_weights: Option<Param<Tensor<B, 1>>>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// The best (or, without a dev set, last) dev evaluation.
+    pub best: Option<EvalRecord>,
+    /// The test evaluation of the resulting model.
+    pub test: Option<EvalRecord>,
+    /// Optimizer steps done.
+    pub steps: usize,
+    /// Whether the run finished (false when stopped by `stop_after_steps`).
+    pub finished: bool,
+    /// Seconds spent in training steps (this process).
+    pub train_seconds: f64,
+    /// Training sentences per second (this process).
+    pub sentences_per_second: f64,
+    /// `<out>/model`.
+    pub model_dir: PathBuf,
+}
+
+/// Trains multi-task models with one configuration into one output folder.
+#[derive(Debug, Clone)]
+pub struct Trainer {
+    config: TrainConfig,
+    out: PathBuf,
+    options: RunOptions,
+}
+
+impl Trainer {
+    /// A trainer writing to `out`.
+    pub fn new(config: TrainConfig, out: impl Into<PathBuf>, options: RunOptions) -> Self {
+        Self {
+            config,
+            out: out.into(),
+            options,
+        }
+    }
+
+    /// Trains `model` on `data`, writing `<out>/model`, `<out>/checkpoint/`,
+    /// `<out>/metrics.jsonl` and `<out>/results.json`. With `resume` and an existing checkpoint,
+    /// the run continues from it (and `model` is replaced by the checkpoint's).
+    ///
+    /// Returns the resulting model (the best dev evaluation's, without a dev set the last; after
+    /// `stop_after_steps`, the model as it was when stopped), without autodiff, and the report.
+    pub fn fit<AB: AutodiffBackend>(
+        &self,
+        model: MultiTaskModel<AB>,
+        data: TrainData<'_>,
+    ) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
+        self.config.validate()?;
+        let out = self.out.as_path();
+        std::fs::create_dir_all(out).map_err(io_error(out))?;
+        let threads = default_workers::<AB>(&model.encoder.device());
+        let config = TrainConfig {
+            shards: Some(self.config.shards.unwrap_or(threads)),
+            ..self.config.clone()
+        };
+        let (model, optim, state) = checkpoint::start(model, &config, out, self.options.resume)?;
+        check_tasks(&model, data.train, "training")?;
+        for (split, d) in [("dev", data.dev), ("test", data.test)] {
+            if let Some(d) = d {
+                check_tasks(&model, d, split)?;
+            }
+        }
+        let trainable = trainable(model, &config, &state)?;
+        let step = TrainStep::with_optimizer(&config, &trainable.model, optim);
+        let mut run = Run::new(self, &config, data, &trainable.model, step, state)?;
+        let (trainable, flow) = run.epochs(trainable)?;
+        run.finish(trainable, flow)
+    }
+}
+
+/// Fails unless `data`'s tasks are the model's (names, labels and their order).
+fn check_tasks<B: Backend>(model: &MultiTaskModel<B>, data: &Dataset, split: &str) -> Result<()> {
+    let model_tasks: Vec<(&str, &[String])> = model
+        .tasks()
+        .iter()
+        .map(|t| (t.name.as_str(), t.labels.as_slice()))
+        .collect();
+    let data_tasks: Vec<(&str, &[String])> = data
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.labels.as_slice()))
+        .collect();
+    if model_tasks != data_tasks {
+        return Err(TrainError::TaskMismatch {
+            split: split.to_string(),
+            data: format!("{data_tasks:?}"),
+            model: format!("{model_tasks:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// The module trained: the frozen model and, with uncertainty weighting, the loss weights
+/// (from the state when resuming).
+fn trainable<AB: AutodiffBackend>(
+    model: MultiTaskModel<AB>,
+    config: &TrainConfig,
+    state: &TrainState,
+) -> Result<Trainable<AB>> {
+    let model = model.freeze(&config.freeze)?;
+    let num_tasks = model.tasks().len();
+    let loss_weights = match config.loss_weighting {
+        LossWeighting::Uncertainty => {
+            let init = state
+                .loss_weights
+                .clone()
+                .unwrap_or_else(|| vec![0.0; num_tasks]);
+            let device = model.encoder.device();
+            Some(Param::from_data(
+                TensorData::new(init, [num_tasks]),
+                &device,
+            ))
+        }
+        LossWeighting::Static(_) => None,
+    };
+    Ok(Trainable {
+        model,
+        loss_weights,
+    })
+}
+
+/// [`Trainer::fit`], keeping only the report (the model is in `<out>/model`).
+pub fn train<AB: AutodiffBackend>(
+    model: MultiTaskModel<AB>,
+    data: TrainData<'_>,
+    config: &TrainConfig,
+    out: &Path,
+    options: &RunOptions,
+) -> Result<TrainReport> {
+    let trainer = Trainer::new(config.clone(), out, options.clone());
+    Ok(trainer.fit(model, data)?.1)
+}

@@ -8,3 +8,12 @@ pub use mtl_encoder as encoder;
 pub use mtl_heads as heads;
 pub use mtl_model as model;
 pub use mtl_train as train;
+
+/// The one error type a program using every layer needs: every encoder and model error
+/// converts into it with `?`.
+pub type Error = mtl_train::TrainError;
+
+/// The README's code, compiled with the tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

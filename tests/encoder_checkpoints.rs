@@ -119,7 +119,8 @@ fn hf_key_conventions_load_to_the_same_model() {
         n.replace("LayerNorm.weight", "LayerNorm.gamma")
             .replace("LayerNorm.bias", "LayerNorm.beta")
     };
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, Dtype, f32)> = vec![
+    type Rename = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, Rename, Dtype, f32)> = vec![
         ("plain", Box::new(|n: &str| n.to_string()), Dtype::F32, 0.0),
         (
             "prefixed",

@@ -168,7 +168,8 @@ fn params(model: &MultiTaskModel<AB>) -> BTreeMap<String, Vec<f32>> {
 
 #[test]
 fn frozen_parameters_do_not_move_under_adamw() {
-    let cases: Vec<(&str, fn(&str) -> bool)> = vec![
+    type Selects = fn(&str) -> bool;
+    let cases: Vec<(&str, Selects)> = vec![
         ("none", |_| false),
         ("encoder", |p| p.starts_with("encoder.")),
         ("embeddings", |p| p.starts_with("encoder.bert.embeddings.")),

@@ -7,7 +7,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use common::{model_dir, shared};
 use mtl::encoder::io::module_tensors;
@@ -18,7 +17,9 @@ use mtl::train::{
     TrainError, Trainable, Trainer,
 };
 
-type AB = Autodiff<NdArray>;
+/// The backend compiled in (NdArray by default; flex or CUDA by feature), with autodiff.
+type AB = mtl::backend::TrainBackend;
+type B = mtl::backend::Backend;
 
 /// Weight initialisation draws from the backend's process-wide RNG, so runs that must be
 /// reproducible take turns.
@@ -62,7 +63,7 @@ fn config(epochs: usize) -> TrainConfig {
 }
 
 fn params_of(dir: &Path) -> BTreeMap<String, Vec<f32>> {
-    let model = MultiTaskModel::<NdArray>::load(dir, &Default::default()).unwrap();
+    let model = MultiTaskModel::<B>::load(dir, &Default::default()).unwrap();
     module_tensors(&model, |p| Some((p.to_string(), Layout::AsIs)))
         .unwrap()
         .into_iter()
@@ -120,8 +121,7 @@ fn loss_falls_and_outputs_are_written() {
     }
     // The resulting model is the best dev epoch's and loads as a model directory.
     let best = report.best.unwrap();
-    let model =
-        MultiTaskModel::<NdArray>::load(out.path().join("model"), &Default::default()).unwrap();
+    let model = MultiTaskModel::<B>::load(out.path().join("model"), &Default::default()).unwrap();
     let texts: Vec<&str> = dev.examples.iter().map(|e| e.text.as_str()).collect();
     let encoded = model.encoder.tokenize(&texts).unwrap();
     let metrics = mtl::train::evaluate(&model, &dev, &encoded, None, 64).unwrap();

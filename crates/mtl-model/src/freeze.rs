@@ -2,8 +2,9 @@
 
 use std::str::FromStr;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Param;
 use burn::tensor::{backend::Backend, Tensor};
+use mtl_encoder::io::{map_paths, PathMapper};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
@@ -101,21 +102,15 @@ impl FreezePolicy {
 struct FreezeMapper<'a> {
     policy: &'a FreezePolicy,
     heads: Vec<usize>,
-    path: Vec<String>,
 }
 
-impl<B: Backend> ModuleMapper<B> for FreezeMapper<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let frozen = self.policy.freezes(&self.path.join("."), &self.heads);
-        param.set_require_grad(!frozen)
+impl<B: Backend> PathMapper<B> for FreezeMapper<'_> {
+    fn map<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        param.set_require_grad(!self.policy.freezes(path, &self.heads))
     }
 }
 
@@ -136,12 +131,8 @@ impl<B: Backend> MultiTaskModel<B> {
                 )));
             }
         }
-        let mut mapper = FreezeMapper {
-            policy,
-            heads,
-            path: Vec::new(),
-        };
-        Ok(self.map(&mut mapper))
+        let mut mapper = FreezeMapper { policy, heads };
+        Ok(map_paths(self, &mut mapper))
     }
 }
 

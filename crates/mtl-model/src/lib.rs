@@ -9,7 +9,7 @@ mod task;
 
 pub use error::{ModelError, Result};
 pub use freeze::{EncoderFreeze, FreezePolicy};
-pub use io::{read_model_file, ModelFile};
+pub use io::{read_model_file, ModelFile, FORMAT};
 pub use model::{
     head_config, HeadOptions, ModelMeta, MultiTaskModel, MultiTaskOutput, TaskPrediction,
 };

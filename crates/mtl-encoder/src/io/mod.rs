@@ -12,4 +12,4 @@ pub use key_table::{
     LAYER_NORM_ALIASES,
 };
 pub use paths::{map_paths, param_paths, visit_paths, PathMapper, PathVisitor};
-pub use safetensors::{load_module, module_tensors, serialize_tensors, Checkpoint};
+pub use safetensors::{load_module, module_tensors, serialize_tensors, Checkpoint, NamedTensors};

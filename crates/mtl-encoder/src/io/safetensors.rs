@@ -216,9 +216,12 @@ pub fn load_module<B: Backend, M: Module<B>>(
     }
 }
 
+/// Tensors by checkpoint key: shape and row-major `f32` values.
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 struct CollectVisitor<F> {
     name: F,
-    out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    out: NamedTensors,
     error: Option<EncoderError>,
 }
 
@@ -253,7 +256,7 @@ impl<B: Backend, F: Fn(&str) -> Option<(String, Layout)>> PathVisitor<B> for Col
 pub fn module_tensors<B: Backend, M: Module<B>>(
     module: &M,
     name: impl Fn(&str) -> Option<(String, Layout)>,
-) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+) -> Result<NamedTensors> {
     let mut visitor = CollectVisitor {
         name,
         out: BTreeMap::new(),
@@ -267,7 +270,7 @@ pub fn module_tensors<B: Backend, M: Module<B>>(
 }
 
 /// Serialises named f32 tensors to safetensors bytes (deterministic: sorted by name).
-pub fn serialize_tensors(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Vec<u8> {
+pub fn serialize_tensors(tensors: &NamedTensors) -> Vec<u8> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, (shape, values))| {

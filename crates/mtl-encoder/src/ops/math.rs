@@ -59,6 +59,7 @@ pub(crate) fn gelu_f32(x: f32) -> f32 {
 
 /// GELU's exact derivative `Φ(x) + x·φ(x)` in `f32`, with [`cdf_f32`] and [`exp_f32`].
 #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+#[allow(clippy::excessive_precision)] // 1/√(2π) as published, rounded by the compiler
 #[inline(always)]
 pub(crate) fn gelu_derivative_f32(x: f32) -> f32 {
     const FRAC_1_SQRT_2PI: f32 = 0.398_942_28;
@@ -66,6 +67,7 @@ pub(crate) fn gelu_derivative_f32(x: f32) -> f32 {
 }
 
 /// `Φ(x) = erfc(-x/√2)/2` (the Chebyshev fit of Numerical Recipes); branch-free.
+#[allow(clippy::excessive_precision)] // the coefficients as published, rounded by the compiler
 #[inline(always)]
 fn cdf_f32(x: f32) -> f32 {
     let z = x.abs() * core::f32::consts::FRAC_1_SQRT_2;
@@ -95,6 +97,7 @@ fn cdf_f32(x: f32) -> f32 {
 /// matrix product touching them then runs through the CPU's slow subnormal path (measured on an
 /// Intel Xeon: a training step of padded batches 50 times slower). PyTorch's masked softmax
 /// gives exactly 0 there too.
+#[allow(clippy::excessive_precision)] // Cephes' coefficients as published
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     let underflows = x < -87.0;

@@ -2,9 +2,9 @@
 //! defined once, with one routing rule.
 //!
 //! Every operation first offers its inputs to the burn-ndarray kernel of the same name
-//! ([`ndarray`](self) with the `ndarray` feature): the kernel takes them when the backend is
+//! (`ndarray/` with the `ndarray` feature): the kernel takes them when the backend is
 //! `NdArray` or `Autodiff<NdArray>` and every tensor is `f32`, and hands them back otherwise.
-//! What it hands back runs on burn's own tensor operations ([`reference`]): what CUDA, flex and
+//! What it hands back runs on burn's own tensor operations (`reference.rs`): what CUDA, flex and
 //! every other backend run, and the oracle the kernels are tested against. (GELU at inference
 //! on another CPU backend is one host loop instead, see [`gelu`].) Model files never ask which
 //! backend they run on.
@@ -138,7 +138,8 @@ mod tests {
     #[test]
     fn gelu_gradient_is_the_exact_derivative() {
         let device = Default::default();
-        let paths: [(&str, fn(Tensor<AB, 1>) -> Tensor<AB, 1>); 2] = [
+        type Gelu = fn(Tensor<AB, 1>) -> Tensor<AB, 1>;
+        let paths: [(&str, Gelu); 2] = [
             ("gelu", super::gelu),
             ("tensor ops", super::reference::gelu),
         ];

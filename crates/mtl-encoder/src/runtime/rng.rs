@@ -132,17 +132,50 @@ mod tests {
         assert_eq!(here, there);
     }
 
-    /// The first outputs of SplitMix64 seeded with 0 (the published reference sequence).
     #[test]
-    fn splitmix_reference_values() {
+    fn splitmix64_reference_values() {
         let mut rng = Rng::new(0);
         assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
-        let mut items: Vec<usize> = (0..10).collect();
-        Rng::new(3).shuffle(&mut items);
-        let mut sorted = items.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
-        assert!((0..1000).all(|_| rng.below(7) < 7) && rng.below(0) == 0);
+        assert_eq!(rng.next_u64(), 0x06C4_5D18_8009_454F);
+        let mut rng = Rng::new(42);
+        assert_eq!(rng.next_u64(), 0xBDD7_3226_2FEB_6E95);
+        // The state alone resumes the stream.
+        let mut resumed = Rng { state: rng.state };
+        assert_eq!(resumed.next_u64(), 0x28EF_E333_B266_F103);
+        assert_eq!(rng.next_u64(), 0x28EF_E333_B266_F103);
+    }
+
+    #[test]
+    fn uniform_draws_stay_in_range() {
+        let mut rng = Rng::new(7);
+        let mut counts = [0usize; 3];
+        for _ in 0..30_000 {
+            let f = rng.next_f64();
+            assert!((0.0..1.0).contains(&f));
+            counts[rng.below(3)] += 1;
+        }
+        for c in counts {
+            assert!((9_500..10_500).contains(&c), "{counts:?}");
+        }
+        assert_eq!(rng.below(0), 0);
+        assert_eq!(rng.below(1), 0);
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let shuffled = |seed| {
+            let mut v: Vec<usize> = (0..20).collect();
+            Rng::new(seed).shuffle(&mut v);
+            v
+        };
+        let a = shuffled(1);
+        assert_eq!(a, shuffled(1));
+        assert_ne!(a, shuffled(2));
+        assert_ne!(a, (0..20).collect::<Vec<_>>());
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..20).collect::<Vec<_>>());
+        Rng::new(1).shuffle::<u8>(&mut []);
     }
 }

@@ -99,7 +99,7 @@ pub(super) fn max_seq_length(
             let tokenizer_max = if tc_path.is_file() {
                 read_json::<TokenizerConfig>(&tc_path)?
                     .model_max_length
-                    .filter(|&n| n >= 2.0 && n < 1.0e6)
+                    .filter(|n| (2.0..1.0e6).contains(n))
                     .map(|n| n as usize)
             } else {
                 None

@@ -81,10 +81,15 @@ impl<AB: AutodiffBackend> PathMapper<AB> for Update<'_, AB::InnerBackend> {
             bias2: 1.0 - beta2.powi(steps as i32),
             step_size: lr / (1.0 - beta1.powi(steps as i32)),
         };
+        let slot = Slot {
+            inner: tensor.inner(),
+            grad,
+            state,
+        };
         let (p, m, v) = if self.host {
-            host_update(&k, tensor.inner(), grad, state)
+            host_update(&k, slot)
         } else {
-            tensor_update(&k, tensor.inner(), grad, state)
+            tensor_update(&k, slot)
         };
         self.optim
             .state
@@ -98,13 +103,16 @@ impl<AB: AutodiffBackend> PathMapper<AB> for Update<'_, AB::InnerBackend> {
 /// A parameter, its first and its second moment.
 type Updated<B, const D: usize> = (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>);
 
-/// The update of one parameter in one fused pass over host memory ([`AdamStep::on_host`]).
-fn host_update<B: Backend, const D: usize>(
-    k: &AdamStep,
+/// One parameter to update: its value, its gradient and its moments so far.
+struct Slot<B: Backend, const D: usize> {
     inner: Tensor<B, D>,
     grad: Summed<B>,
     state: Option<Moments<B>>,
-) -> Updated<B, D> {
+}
+
+/// The update of one parameter in one fused pass over host memory ([`AdamStep::on_host`]).
+fn host_update<B: Backend, const D: usize>(k: &AdamStep, slot: Slot<B, D>) -> Updated<B, D> {
+    let Slot { inner, grad, state } = slot;
     let (shape, device) = (inner.shape(), inner.device());
     let n = shape.num_elements();
     let (m, v) = match state {
@@ -119,12 +127,8 @@ fn host_update<B: Backend, const D: usize>(
 
 /// The update of one parameter with tensor operations (the same `f32` arithmetic, in the same
 /// order, as [`host_update`]).
-fn tensor_update<B: Backend, const D: usize>(
-    k: &AdamStep,
-    inner: Tensor<B, D>,
-    grad: Summed<B>,
-    state: Option<Moments<B>>,
-) -> Updated<B, D> {
+fn tensor_update<B: Backend, const D: usize>(k: &AdamStep, slot: Slot<B, D>) -> Updated<B, D> {
+    let Slot { inner, grad, state } = slot;
     let (shape, device) = (inner.shape(), inner.device());
     let n = shape.num_elements();
     let (beta1, beta2, eps) = (k.beta1, k.beta2, k.eps);

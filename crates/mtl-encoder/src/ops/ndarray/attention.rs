@@ -304,9 +304,10 @@ mod tests {
 
     /// Through the kernel, which must take the inputs.
     fn attention<B: Backend>(inputs: AttentionInputs<B>) -> Tensor<B, 2> {
-        super::attention(inputs)
-            .ok()
-            .expect("the kernel takes f32 burn-ndarray tensors")
+        let Ok(y) = super::attention(inputs) else {
+            panic!("the kernel takes f32 burn-ndarray tensors")
+        };
+        y
     }
 
     /// Three sentences of 5 tokens (the second padded after 3, the third after 1), 4 heads of 6.

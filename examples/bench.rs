@@ -77,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sentences: Vec<&str> = corpus.lines().collect();
     let device = device();
 
+    println!("CPU: {}", mtl::encoder::runtime::cpu_description());
     println!("| backend | case | batch | sentences/s | peak RSS (MiB) |");
     println!("|---|---|---|---|---|");
 

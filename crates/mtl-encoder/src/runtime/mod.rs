@@ -28,6 +28,44 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The CPU model and the SIMD extensions the kernels may choose from at run time, for benchmark
+/// tables (`Intel(R) Xeon(R) Processor, 2 cores; avx2 fma avx512f`).
+pub fn cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let mut simd: Vec<&str> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let detected = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            (
+                "avx512bf16",
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+            ),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+        ];
+        simd.extend(detected.iter().filter(|(_, on)| *on).map(|(name, _)| *name));
+    }
+    let simd = if simd.is_empty() {
+        "none".to_string()
+    } else {
+        simd.join(" ")
+    };
+    format!("{model}, {} cores; {simd}", cores())
+}
+
 /// One worker per core on CPU backends, one on accelerators (which parallelise each operation).
 pub fn default_workers<B: Backend>(device: &B::Device) -> usize {
     if is_cpu::<B>(device) {
@@ -121,6 +159,12 @@ mod tests {
             chunk.iter_mut().for_each(|v| *v = i as u32)
         });
         assert_eq!(data, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]);
+    }
+
+    #[test]
+    fn cpu_description_names_the_cores() {
+        let text = cpu_description();
+        assert!(text.contains(&format!("{} cores; ", cores())), "{text}");
     }
 
     #[test]

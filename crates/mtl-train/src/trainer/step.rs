@@ -140,7 +140,7 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
             task_names: &self.task_names,
             device: trainable.model.encoder.device(),
         };
-        // TODO(runtime): `shard_gradients` fans the shards out on threads of its own.
+        // The shards run on the worker pool of `mtl_encoder::runtime`.
         let parts = shard_gradients(
             trainable,
             n,

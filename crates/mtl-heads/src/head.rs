@@ -147,7 +147,7 @@ impl<B: Backend> ClassificationHead<B> {
 
     /// The number of classes.
     pub fn num_classes(&self) -> usize {
-        self.out_proj.weight.shape().dims::<2>()[1]
+        self.out_proj.d_output()
     }
 }
 

@@ -224,7 +224,13 @@ impl<B: Backend> MultiTaskModel<B> {
     /// softmax distribution. Sentences are run in length-sorted batches of the encoder's batch
     /// size on its workers. Dropout is off even on an autodiff model ([`Self::without_dropout`]).
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Vec<TaskPrediction>>> {
-        let model = self.without_dropout();
+        let copy;
+        let model = if B::ad_enabled(&self.encoder.device()) {
+            copy = self.without_dropout();
+            &copy
+        } else {
+            self
+        };
         let encoded = model.encoder.tokenize(texts)?;
         let classes: Vec<usize> = model.tasks().iter().map(TaskSpec::num_classes).collect();
         let width: usize = classes.iter().sum();

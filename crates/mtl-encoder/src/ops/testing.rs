@@ -64,7 +64,7 @@ pub(crate) fn series_erf(x: f64) -> f64 {
     2.0 / core::f64::consts::PI.sqrt() * sum
 }
 
-/// erfc in f64 by the continued fraction (x > 2) or 1 - erf's series.
+/// erfc in f64 by the continued fraction (|x| > 2) or 1 - [`series_erf`].
 pub(crate) fn libm_erfc(x: f64) -> f64 {
     if x < -2.0 {
         return 2.0 - libm_erfc(-x);
@@ -77,11 +77,5 @@ pub(crate) fn libm_erfc(x: f64) -> f64 {
         }
         return (-x * x).exp() / (f * core::f64::consts::PI.sqrt());
     }
-    let (mut term, mut sum, mut n) = (x, x, 0.0f64);
-    while term.abs() > 1e-17 {
-        n += 1.0;
-        term *= -x * x / n;
-        sum += term / (2.0 * n + 1.0);
-    }
-    1.0 - 2.0 / core::f64::consts::PI.sqrt() * sum
+    1.0 - series_erf(x)
 }

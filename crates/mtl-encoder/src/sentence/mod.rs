@@ -17,7 +17,8 @@ use crate::error::{EncoderError, Result};
 use crate::io::{bert_key_rule, load_module, Checkpoint};
 use crate::runtime::{default_workers, map_parallel};
 pub use pooling::{l2_normalize, Pooling, PoolingConfig};
-pub use tokenize::{length_sorted_batches, unsort_rows, Encoded, SentenceTokenizer, TokenBatch};
+use tokenize::unsort_rows;
+pub use tokenize::{length_sorted_batches, Encoded, SentenceTokenizer, TokenBatch};
 
 /// The default number of sentences per forward pass in [`SentenceEncoder::encode`].
 pub const DEFAULT_BATCH_SIZE: usize = 32;

@@ -126,7 +126,7 @@ pub fn length_sorted_batches(encoded: &[Encoded], size: usize) -> Vec<Vec<usize>
 ///
 /// # Shapes
 /// - parts: `[batch_i, width]` per batch -> `[n, width]` (`[0, width]` without batches)
-pub fn unsort_rows<B: Backend>(
+pub(crate) fn unsort_rows<B: Backend>(
     parts: Vec<Tensor<B, 2>>,
     batches: &[Vec<usize>],
     width: usize,

@@ -1,55 +1,34 @@
-//! Predictions of a trained multi-task model directory.
+//! Predictions of a trained multi-task model directory, with the library.
 //!
-//! cargo run --release --example predict -- --model runs/uci/model "Great phone, terrible battery."
+//! cargo run --release --example predict -- runs/uci/model "Great phone, terrible battery."
+//! (The `mtl predict` command does the same with files and JSON Lines output.)
 
-use std::path::PathBuf;
-
-use clap::Parser;
 use mtl::backend::{device, Backend};
-use mtl::cli::{write_jsonl, SentenceArgs};
 use mtl::model::MultiTaskModel;
 
-#[derive(Parser)]
-#[command(about = "Predict every task's label for each sentence with a trained model directory")]
-struct Args {
-    /// A directory written by `train` (or `MultiTaskModel::save`).
-    #[arg(long)]
-    model: PathBuf,
-    /// Sentences in, JSON Lines {"text": ..., "<task>": {"label": ..., "probability": ...}} out.
-    #[command(flatten)]
-    io: SentenceArgs,
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    mtl::encoder::tune_allocator(); // reuse large tensors' memory (glibc)
-    let args = Args::parse();
-    let texts = args.io.texts()?;
-    let mut model = MultiTaskModel::<Backend>::load(&args.model, &device())?;
-    model.encoder = model.encoder.with_batch_size(args.io.batch_size);
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let predictions = model.predict(&refs)?;
-    match &args.io.output {
-        Some(path) => {
-            let lines = texts.iter().zip(&predictions).map(|(text, per_task)| {
-                let mut line = serde_json::Map::new();
-                line.insert("text".into(), serde_json::json!(text));
-                for p in per_task {
-                    let value = serde_json::json!({"label": p.label, "probability": p.probability});
-                    line.insert(p.task.clone(), value);
-                }
-                serde_json::Value::Object(line)
-            });
-            let written = write_jsonl(path, lines)?;
-            eprintln!("wrote {written} predictions to {}", path.display());
-        }
-        None => {
-            for (text, per_task) in texts.iter().zip(&predictions) {
-                let labels: Vec<String> = per_task
-                    .iter()
-                    .map(|p| format!("{}={} ({:.3})", p.task, p.label, p.probability))
-                    .collect();
-                println!("{text:?}: {}", labels.join(", "));
-            }
+fn main() -> Result<(), mtl::Error> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().unwrap_or_else(|| "runs/uci/model".into());
+    let sentences: Vec<String> = args.collect();
+    let model = MultiTaskModel::<Backend>::load(&dir, &device())?;
+    let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    // Per sentence, per task: the argmax label, its probability and the whole distribution.
+    for (text, per_task) in texts.iter().zip(model.predict(&texts)?) {
+        println!("{text:?}");
+        for p in per_task {
+            let labels = &model.tasks()[model.task_index(&p.task)?].labels;
+            let dist: Vec<String> = labels
+                .iter()
+                .zip(&p.probabilities)
+                .map(|(l, v)| format!("{l} {v:.3}"))
+                .collect();
+            println!(
+                "  {}: {} ({:.3}) [{}]",
+                p.task,
+                p.label,
+                p.probability,
+                dist.join(", ")
+            );
         }
     }
     Ok(())

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use super::pooling::{Pooling, PoolingConfig};
 use super::SentenceEncoder;
 use crate::error::{read_json, EncoderError, Result};
-use crate::io::{bert_hf_key, module_tensors, serialize_tensors, write_atomic};
+use crate::io::{
+    bert_hf_key, module_tensors, serialize_tensors, write_atomic, Checkpoint, NamedTensors,
+};
 
 /// Tokenizer files copied verbatim when a model is saved.
 const TOKENIZER_FILES: &[&str] = &[
@@ -110,6 +112,19 @@ pub(super) fn max_seq_length(
     Ok(length.min(max_position_embeddings))
 }
 
+/// The checkpoint's pooler tensors (`pooler.*`, with or without the `bert.` prefix) by Hugging
+/// Face key: the model does not use them, but transformers expects them in a saved folder.
+pub(super) fn passthrough_tensors(checkpoint: &Checkpoint) -> Result<NamedTensors> {
+    let mut out = NamedTensors::new();
+    for name in checkpoint.names()? {
+        let key = name.strip_prefix("bert.").unwrap_or(&name);
+        if key.starts_with("pooler.") {
+            out.insert(key.to_string(), checkpoint.tensor(&name)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The tokenizer files present in `dir` (name, bytes), to write back on save.
 pub(super) fn read_tokenizer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut files = Vec::new();
@@ -125,7 +140,8 @@ pub(super) fn read_tokenizer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>>
 
 /// Writes a Hugging Face / sentence-transformers directory: `config.json`,
 /// `model.safetensors` (Hugging Face keys), the tokenizer files, `modules.json`,
-/// `1_Pooling/config.json` and `sentence_bert_config.json`. Each file is written atomically.
+/// `1_Pooling/config.json`, `sentence_bert_config.json` and `config_sentence_transformers.json`.
+/// Each file is written atomically.
 pub(super) fn write_folder<B: Backend>(encoder: &SentenceEncoder<B>, dir: &Path) -> Result<()> {
     let mkdir = |path: PathBuf| {
         std::fs::create_dir_all(&path).map_err(|source| EncoderError::Io { path, source })
@@ -138,7 +154,10 @@ pub(super) fn write_folder<B: Backend>(encoder: &SentenceEncoder<B>, dir: &Path)
         s.push('\n');
         s.into_bytes()
     };
-    let tensors = module_tensors(&encoder.bert, bert_hf_key)?;
+    let mut tensors = module_tensors(&encoder.bert, bert_hf_key)?;
+    for (key, tensor) in settings.passthrough.iter() {
+        tensors.entry(key.clone()).or_insert_with(|| tensor.clone());
+    }
     write_atomic(&dir.join("model.safetensors"), &serialize_tensors(&tensors))?;
     write_atomic(
         &dir.join("config.json"),
@@ -170,6 +189,15 @@ pub(super) fn write_folder<B: Backend>(encoder: &SentenceEncoder<B>, dir: &Path)
         &json(serde_json::json!({
             "max_seq_length": settings.tokenizer.max_seq_length(),
             "do_lower_case": false
+        })),
+    )?;
+    write_atomic(
+        &dir.join("config_sentence_transformers.json"),
+        &json(serde_json::json!({
+            "__version__": {"mtl": env!("CARGO_PKG_VERSION")},
+            "prompts": {},
+            "default_prompt_name": null,
+            "similarity_fn_name": "cosine"
         })),
     )?;
     let mut modules = vec![

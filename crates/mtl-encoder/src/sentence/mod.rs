@@ -14,7 +14,7 @@ mod tokenize;
 use crate::bert::BertModel;
 use crate::config::BertConfig;
 use crate::error::{EncoderError, Result};
-use crate::io::{bert_key_rule, load_module, Checkpoint};
+use crate::io::{bert_key_rule, load_module, Checkpoint, NamedTensors};
 use crate::runtime::{default_workers, map_parallel};
 pub use pooling::{l2_normalize, Pooling, PoolingConfig};
 use tokenize::unsort_rows;
@@ -40,6 +40,9 @@ pub struct EncoderSettings {
     pub workers: usize,
     /// Tokenizer files (name, bytes) written back on save.
     pub tokenizer_files: Arc<Vec<(String, Vec<u8>)>>,
+    /// Checkpoint tensors the model does not use but the ecosystem expects (BERT's pooler,
+    /// `pooler.*`), by Hugging Face key, written back unchanged on save.
+    pub passthrough: Arc<NamedTensors>,
 }
 
 /// A BERT sentence encoder: sentences in, fixed-length embeddings out.
@@ -68,13 +71,14 @@ impl<B: Backend> SentenceEncoder<B> {
             let tokenizer = scope
                 .spawn(|| SentenceTokenizer::from_file(&tokenizer_path, max_seq_length, pad_id));
             let bert = Checkpoint::open(&dir.join("model.safetensors")).and_then(|checkpoint| {
-                load_module(config.init::<B>(device), &checkpoint, bert_key_rule)
+                let bert = load_module(config.init::<B>(device), &checkpoint, bert_key_rule)?;
+                Ok((bert, files::passthrough_tensors(&checkpoint)?))
             });
             (tokenizer.join().expect("tokenizer loading panicked"), bert)
         });
         // A missing tokenizer is reported before a checkpoint problem.
         let tokenizer = tokenizer?;
-        let bert = bert?;
+        let (bert, passthrough) = bert?;
         let tokenizer_files = files::read_tokenizer_files(dir)?;
 
         Ok(Self {
@@ -87,6 +91,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 batch_size: DEFAULT_BATCH_SIZE,
                 workers: default_workers::<B>(device),
                 tokenizer_files: Arc::new(tokenizer_files),
+                passthrough: Arc::new(passthrough),
             },
         })
     }
@@ -108,6 +113,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 batch_size: DEFAULT_BATCH_SIZE,
                 workers,
                 tokenizer_files: Arc::new(Vec::new()),
+                passthrough: Arc::default(),
             },
         }
     }
@@ -221,10 +227,16 @@ impl<B: Backend> SentenceEncoder<B> {
     /// - texts: `n` -> `[n, hidden]`
     pub fn encode(&self, texts: &[&str]) -> Result<Tensor<B, 2>> {
         let encoded = self.tokenize(texts)?;
-        let batch_size = self.settings.batch_size;
-        Ok(self.map_sorted(&encoded, batch_size, self.dim(), |batch| {
-            self.forward(batch)
-        }))
+        Ok(self.encode_tokenized(&encoded, self.settings.batch_size))
+    }
+
+    /// Embeds tokenized sentences, in input order, in length-sorted batches of `batch_size`
+    /// on the encoder's workers (see [`Self::map_sorted`]).
+    ///
+    /// # Shapes
+    /// - encoded: `n` -> `[n, hidden]`
+    pub fn encode_tokenized(&self, encoded: &[Encoded], batch_size: usize) -> Tensor<B, 2> {
+        self.map_sorted(encoded, batch_size, self.dim(), |batch| self.forward(batch))
     }
 
     /// `f` on the tokenized sentences cut into batches by length (longest first,

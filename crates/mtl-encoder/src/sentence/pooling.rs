@@ -31,6 +31,16 @@ impl std::str::FromStr for Pooling {
     }
 }
 
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mean => "mean",
+            Self::Cls => "cls",
+            Self::Max => "max",
+        })
+    }
+}
+
 /// sentence-transformers' `1_Pooling/config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolingConfig {

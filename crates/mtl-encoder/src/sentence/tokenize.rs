@@ -99,15 +99,28 @@ impl SentenceTokenizer {
 
     /// Tokenizes sentences (in parallel), adding `[CLS]`/`[SEP]` and truncating.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        Ok(self
+            .encode_checked(texts)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// Like [`Self::encode`], with each sentence's flag "was truncated" (it had more than
+    /// `max_seq_length` tokens).
+    pub fn encode_checked(&self, texts: &[&str]) -> Result<Vec<(Encoded, bool)>> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EncoderError::Tokenize(e.to_string()))?;
         Ok(encodings
             .into_iter()
-            .map(|e| Encoded {
-                ids: e.get_ids().to_vec(),
-                type_ids: e.get_type_ids().to_vec(),
+            .map(|e| {
+                let encoded = Encoded {
+                    ids: e.get_ids().to_vec(),
+                    type_ids: e.get_type_ids().to_vec(),
+                };
+                (encoded, !e.get_overflowing().is_empty())
             })
             .collect())
     }

@@ -4,9 +4,11 @@
 //! [`Trainer::fit`] runs it; its parts are each a module of their own: [`config`] (the
 //! settings), [`run`] (the loop over epochs and batches), [`step`] (one batch's forward and
 //! backward passes on shards and the optimizer update, also timed by the benchmark), [`eval`]
-//! (metrics, `metrics.jsonl`, `results.json`, model selection), [`checkpoint`] (state on disk,
+//! (metrics, `metrics.jsonl`, `results.json`, model selection), [`card`] (the model's
+//! `README.md`), [`checkpoint`] (state on disk,
 //! fresh start or resume) and [`progress`] (the progress bar and loss log).
 
+mod card;
 mod checkpoint;
 mod config;
 mod eval;
@@ -42,6 +44,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop (after writing a checkpoint) once this many optimizer steps are done, as if killed.
     pub stop_after_steps: Option<usize>,
+    /// The model trained from (a directory or a Hugging Face id), named in the model card.
+    pub base_model: Option<String>,
 }
 
 /// The data of a run.

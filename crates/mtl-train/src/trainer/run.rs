@@ -9,6 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use mtl_encoder::Encoded;
 use mtl_model::MultiTaskModel;
 
+use super::card::write_model_card;
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::eval::{read_best, write_results, EvalRecord, Split};
@@ -330,9 +331,12 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         };
         let result = MultiTaskModel::<AB::InnerBackend>::load(&self.paths.model, &self.device)?;
         let test = self.evaluate_test(&result)?;
-        if let Some(rec) = test.as_ref().or(best.as_ref()) {
+        let record = test.as_ref().or(best.as_ref());
+        if let Some(rec) = record {
             write_results(&self.paths.out, rec)?;
         }
+        let base = self.trainer.options.base_model.as_deref();
+        write_model_card(&self.paths.model, base, result.tasks(), self.config, record)?;
         Ok((result, self.report(best, test, true)))
     }
 

@@ -1,0 +1,161 @@
+//! The model behind the server: a plain sentence encoder or a multi-task model, run on batches
+//! of tokenized sentences.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+use mtl_encoder::{l2_normalize, Encoded, SentenceEncoder, SentenceTokenizer};
+use mtl_model::{MultiTaskModel, TaskSpec};
+use serde::Serialize;
+
+use crate::error::ServeError;
+
+/// What the server runs.
+#[derive(Debug, Clone)]
+pub enum ServedModel<B: Backend> {
+    /// Embeddings only.
+    Encoder(SentenceEncoder<B>),
+    /// Embeddings from the shared encoder and every head's predictions.
+    MultiTask(MultiTaskModel<B>),
+}
+
+/// One task as `/info` describes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskInfo {
+    /// The task's name.
+    pub name: String,
+    /// Its label names, in class order.
+    pub labels: Vec<String>,
+}
+
+/// What the server's routes need to know about the model (no backend type).
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The embedding width.
+    pub dimension: usize,
+    /// The truncation length, special tokens included.
+    pub max_seq_length: usize,
+    /// `mean`, `cls` or `max`.
+    pub pooling: String,
+    /// Whether the heads read L2-normalised embeddings.
+    pub normalize: bool,
+    /// The tasks (none for a plain encoder).
+    pub tasks: Vec<TaskInfo>,
+    /// The tokenizer, shared with the routes.
+    pub tokenizer: Arc<SentenceTokenizer>,
+}
+
+impl ModelInfo {
+    /// Values per sentence in a batch's output: the embedding, then each task's distribution.
+    pub fn width(&self) -> usize {
+        self.dimension + self.tasks.iter().map(|t| t.labels.len()).sum::<usize>()
+    }
+}
+
+impl<B: Backend> ServedModel<B> {
+    /// Loads a trained multi-task model directory (one with `mtl.json`) or a plain encoder
+    /// directory.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, ServeError> {
+        if dir.join("mtl.json").is_file() {
+            Ok(Self::MultiTask(MultiTaskModel::load(dir, device)?))
+        } else {
+            Ok(Self::Encoder(SentenceEncoder::load(dir, device)?))
+        }
+    }
+
+    /// The shared encoder.
+    pub fn encoder(&self) -> &SentenceEncoder<B> {
+        match self {
+            Self::Encoder(encoder) => encoder,
+            Self::MultiTask(model) => &model.encoder,
+        }
+    }
+
+    /// The tasks (none for a plain encoder).
+    pub fn tasks(&self) -> &[TaskSpec] {
+        match self {
+            Self::Encoder(_) => &[],
+            Self::MultiTask(model) => model.tasks(),
+        }
+    }
+
+    /// Truncates inputs at `max_input_tokens` (at most the model's `max_position_embeddings`).
+    pub fn with_max_input_tokens(self, tokens: usize) -> Result<Self, ServeError> {
+        Ok(match self {
+            Self::Encoder(encoder) => Self::Encoder(encoder.with_max_seq_length(tokens)?),
+            Self::MultiTask(mut model) => {
+                model.encoder = model.encoder.with_max_seq_length(tokens)?;
+                Self::MultiTask(model)
+            }
+        })
+    }
+
+    /// The description the routes use.
+    pub fn info(&self) -> ModelInfo {
+        let encoder = self.encoder();
+        ModelInfo {
+            dimension: encoder.dim(),
+            max_seq_length: encoder.tokenizer().max_seq_length(),
+            pooling: encoder.settings.pooling.to_string(),
+            normalize: encoder.settings.normalize,
+            tasks: self
+                .tasks()
+                .iter()
+                .map(|t| TaskInfo {
+                    name: t.name.clone(),
+                    labels: t.labels.clone(),
+                })
+                .collect(),
+            tokenizer: encoder.settings.tokenizer.clone(),
+        }
+    }
+
+    /// Per sentence, in input order: the pooled embedding before any normalisation, then each
+    /// task's softmax distribution; row-major, [`ModelInfo::width`] values per sentence. The
+    /// sentences are cut into length-sorted batches spread over the encoder's workers (at most
+    /// the encoder's batch size each, and small enough that every worker gets one).
+    ///
+    /// # Shapes
+    /// - encoded: `n` sentences -> `n * width` values
+    pub fn run(&self, encoded: &[Encoded]) -> Vec<f32> {
+        let encoder = self.encoder();
+        let workers = encoder.settings.workers.max(1);
+        let batch_size = encoded
+            .len()
+            .div_ceil(workers)
+            .clamp(1, encoder.settings.batch_size);
+        let width = encoder.dim()
+            + self
+                .tasks()
+                .iter()
+                .map(TaskSpec::num_classes)
+                .sum::<usize>();
+        let rows = encoder.map_sorted(encoded, batch_size, width, |batch| {
+            let settings = &encoder.settings;
+            let pooled = settings
+                .pooling
+                .forward(encoder.hidden_states(batch), batch.attention_mask.clone());
+            let Self::MultiTask(model) = self else {
+                return pooled;
+            };
+            let heads_input = if settings.normalize {
+                l2_normalize(pooled.clone())
+            } else {
+                pooled.clone()
+            };
+            let mut parts = vec![pooled];
+            parts.extend(
+                model
+                    .heads_forward(heads_input)
+                    .into_iter()
+                    .map(|logits| softmax(logits, 1)),
+            );
+            Tensor::cat(parts, 1)
+        });
+        rows.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("outputs convert to f32")
+    }
+}

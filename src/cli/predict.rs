@@ -1,0 +1,77 @@
+//! `mtl predict`: every task's label and probability for each sentence.
+
+use crate::backend::{device, Backend};
+use mtl_model::MultiTaskModel;
+
+use super::args::{progress, write_jsonl, SentenceArgs};
+use super::error::CliError;
+use super::model_ref;
+
+/// Predict every task's label for each sentence with a trained model directory.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A directory written by `mtl train` (or `MultiTaskModel::save`), or a cached Hugging Face
+    /// id of one.
+    #[arg(long)]
+    model: String,
+    /// Sentences in, JSON Lines {"text": ..., "<task>": {"label", "probability", "probabilities"}} out.
+    #[command(flatten)]
+    io: SentenceArgs,
+}
+
+/// Sentences per progress update.
+const CHUNK: usize = 1024;
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let texts = args.io.texts()?;
+    let (dir, _) = model_ref::resolve(&args.model)?;
+    let mut model = MultiTaskModel::<Backend>::load(&dir, &device())?;
+    model.encoder = model.encoder.with_batch_size(args.io.batch_size);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let bar = progress(
+        refs.len(),
+        args.io.quiet || refs.len() <= CHUNK,
+        "sentences",
+    );
+    let mut predictions = Vec::with_capacity(refs.len());
+    for chunk in refs.chunks(CHUNK) {
+        predictions.extend(model.predict(chunk)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    match &args.io.output {
+        Some(path) => {
+            let lines = texts.iter().zip(&predictions).map(|(text, per_task)| {
+                let mut line = serde_json::Map::new();
+                line.insert("text".into(), serde_json::json!(text));
+                for p in per_task {
+                    let task = &model.tasks()[model.task_index(&p.task)?];
+                    let distribution: serde_json::Map<String, serde_json::Value> = task
+                        .labels
+                        .iter()
+                        .zip(&p.probabilities)
+                        .map(|(l, &v)| (l.clone(), serde_json::json!(v)))
+                        .collect();
+                    let value = serde_json::json!({
+                        "label": p.label, "probability": p.probability, "probabilities": distribution
+                    });
+                    line.insert(p.task.clone(), value);
+                }
+                Ok(serde_json::Value::Object(line))
+            });
+            let lines = lines.collect::<Result<Vec<_>, mtl_model::ModelError>>()?;
+            let written = write_jsonl(path, lines)?;
+            eprintln!("wrote {written} predictions to {}", path.display());
+        }
+        None => {
+            for (text, per_task) in texts.iter().zip(&predictions) {
+                let labels: Vec<String> = per_task
+                    .iter()
+                    .map(|p| format!("{}={} ({:.3})", p.task, p.label, p.probability))
+                    .collect();
+                println!("{text:?}: {}", labels.join(", "));
+            }
+        }
+    }
+    Ok(())
+}

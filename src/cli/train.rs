@@ -1,0 +1,249 @@
+//! `mtl train`: multi-task fine-tuning of a shared encoder and its heads.
+
+use std::path::PathBuf;
+
+use crate::backend::{device, TrainBackend, NAME};
+use mtl_encoder::{Pooling, SentenceEncoder};
+use mtl_heads::HeadActivation;
+use mtl_model::{FreezePolicy, HeadOptions, MultiTaskModel};
+use mtl_train::{
+    Dataset, LossWeighting, OptimConfig, RunOptions, SamplerKind, TrainConfig, TrainData, Trainer,
+};
+
+use super::args::{pair, print_metrics, DataArgs};
+use super::error::CliError;
+use super::model_ref;
+
+/// Train a multi-task model (shared encoder + one head per task).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Encoder to start from: a directory or a cached Hugging Face id (org/name[@revision]).
+    #[arg(long)]
+    model: String,
+    /// Training file(s): TSV, CSV, JSON Lines or TREC .label (repeatable: a task may have its own file).
+    #[arg(long, required = true)]
+    train: Vec<PathBuf>,
+    /// Dev file(s): the best epoch by mean macro-F1 is kept.
+    #[arg(long)]
+    dev: Vec<PathBuf>,
+    /// Test file(s), evaluated with the resulting model.
+    #[arg(long)]
+    test: Vec<PathBuf>,
+    /// Output folder: model/, checkpoint/, metrics.jsonl, results.json.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Batches summed into one optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Base learning rate (top encoder layer).
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Heads' learning rate (default: --lr).
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// Layer-wise learning-rate decay factor (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    layer_decay: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+    /// Global gradient-norm clipping (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// proportional, round-robin, temperature or temperature:T.
+    #[arg(long, default_value = "proportional")]
+    sampler: SamplerKind,
+    /// Batch sentences of similar length together (less padding).
+    #[arg(long)]
+    group_by_length: bool,
+    /// Cut each batch into N pieces trained in parallel threads (default: one per core on CPU).
+    /// Results depend on N, not on the cores.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// static, static:TASK=W,... or uncertainty.
+    #[arg(long, default_value = "static")]
+    loss_weighting: LossWeighting,
+    /// none, encoder, embeddings, layers:K, head:NAME (comma-separated).
+    #[arg(long, default_value = "none")]
+    freeze: FreezePolicy,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Evaluate every N steps instead of every epoch.
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Early stopping after N evaluations without improvement.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Also checkpoint every N steps.
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Continue from <out>/checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Truncation length in tokens (default: the model's).
+    #[arg(long)]
+    max_seq_length: Option<usize>,
+    /// Pooling of the heads' input (default: the model's).
+    #[arg(long)]
+    pooling: Option<Pooling>,
+    /// L2-normalise the heads' input.
+    #[arg(long)]
+    normalize: bool,
+    /// Heads' hidden width (default: half the embedding width).
+    #[arg(long)]
+    head_hidden: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    head_dropout: f64,
+    /// relu, gelu or tanh.
+    #[arg(long, default_value = "relu")]
+    head_activation: HeadActivation,
+    #[command(flatten)]
+    data: DataArgs,
+    /// A task's label set: TASK=L1,L2,... (repeatable; default: from the training data).
+    #[arg(long)]
+    labels: Vec<String>,
+    /// Stop after N optimizer steps, leaving a checkpoint to --resume from.
+    #[arg(long, hide = true)]
+    stop_after_steps: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Args {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            optim: OptimConfig {
+                lr: self.lr,
+                head_lr: self.head_lr,
+                layer_decay: self.layer_decay,
+                weight_decay: self.weight_decay,
+                max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+                ..OptimConfig::default()
+            },
+            warmup_ratio: self.warmup_ratio,
+            sampler: self.sampler,
+            group_by_length: self.group_by_length,
+            loss_weighting: self.loss_weighting.clone(),
+            freeze: self.freeze.clone(),
+            seed: self.seed,
+            eval_every: self.eval_every,
+            patience: self.patience,
+            checkpoint_every: self.checkpoint_every,
+            shards: self.shards,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+/// The datasets: train (tasks and labels from it and `--labels`), dev and test.
+fn datasets(args: &Args) -> Result<(Dataset, Option<Dataset>, Option<Dataset>), CliError> {
+    let given = args
+        .labels
+        .iter()
+        .map(|l| {
+            pair(l, "--labels")
+                .map(|(t, ls)| (t, ls.split(',').map(|x| x.trim().to_string()).collect()))
+        })
+        .collect::<Result<Vec<(String, Vec<String>)>, _>>()?;
+    let train = Dataset::from_train(&args.data.read(&args.train)?, &given)?;
+    let with_tasks = |paths: &[PathBuf]| -> Result<Option<Dataset>, CliError> {
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let tables = args.data.read(paths)?;
+        Ok(Some(Dataset::with_tasks(
+            &train.tasks,
+            &tables,
+            args.data.skip_bad_rows,
+        )?))
+    };
+    let (dev, test) = (with_tasks(&args.dev)?, with_tasks(&args.test)?);
+    for (name, set) in [
+        ("train", Some(&train)),
+        ("dev", dev.as_ref()),
+        ("test", test.as_ref()),
+    ] {
+        if let Some(set) = set {
+            let skipped = match set.skipped {
+                0 => String::new(),
+                n => format!(", {n} rows skipped"),
+            };
+            eprintln!("{name}: {} rows{skipped}", set.examples.len());
+        }
+    }
+    for (i, task) in train.tasks.iter().enumerate() {
+        let counts = train.label_counts(i);
+        eprintln!(
+            "task {}: {:?} (train counts {counts:?})",
+            task.name, task.labels
+        );
+    }
+    Ok((train, dev, test))
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let (train, dev, test) = datasets(&args)?;
+    let (dir, name) = model_ref::resolve(&args.model)?;
+    let mut encoder = SentenceEncoder::<TrainBackend>::load(&dir, &device())?;
+    if let Some(n) = args.max_seq_length {
+        encoder = encoder.with_max_seq_length(n)?;
+    }
+    if let Some(p) = args.pooling {
+        encoder = encoder.with_pooling(p);
+    }
+    // The heads read the encoder's embeddings: normalised only with --normalize.
+    encoder = encoder.with_normalize(args.normalize);
+    let head = HeadOptions {
+        hidden_size: args.head_hidden,
+        dropout: args.head_dropout,
+        activation: args.head_activation,
+        seed: args.seed,
+    };
+    let model = MultiTaskModel::new(encoder, train.tasks.clone(), head)?;
+    let options = RunOptions {
+        resume: args.resume,
+        progress: !args.quiet,
+        stop_after_steps: args.stop_after_steps,
+        base_model: Some(name),
+    };
+    let data = TrainData {
+        train: &train,
+        dev: dev.as_ref(),
+        test: test.as_ref(),
+    };
+    let started = std::time::Instant::now();
+    let (_, report) = Trainer::new(args.config(), &args.out, options).fit(model, data)?;
+    let stopped = if report.finished {
+        ""
+    } else {
+        "; stopped early, --resume continues"
+    };
+    eprintln!(
+        "[{NAME}] {} steps in {:.1} s wall ({:.1} s in training steps, {:.1} sentences/s){stopped}",
+        report.steps,
+        started.elapsed().as_secs_f64(),
+        report.train_seconds,
+        report.sentences_per_second,
+    );
+    if let Some(best) = &report.best {
+        println!(
+            "best dev: epoch {} step {} (mean macro-F1 {:.4})",
+            best.epoch, best.step, best.mean_macro_f1
+        );
+        print_metrics(&format!("{} task", best.split), &best.tasks);
+    }
+    if let Some(test) = &report.test {
+        print_metrics(&format!("{} task", test.split), &test.tasks);
+    }
+    println!("model: {}", report.model_dir.display());
+    Ok(())
+}

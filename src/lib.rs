@@ -7,6 +7,7 @@ pub mod cli;
 pub use mtl_encoder as encoder;
 pub use mtl_heads as heads;
 pub use mtl_model as model;
+pub use mtl_serve as serve;
 pub use mtl_train as train;
 
 /// The one error type a program using every layer needs: every encoder and model error

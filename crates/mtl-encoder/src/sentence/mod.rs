@@ -18,7 +18,9 @@ use crate::io::{bert_key_rule, load_module, Checkpoint, NamedTensors};
 use crate::runtime::{default_workers, map_parallel};
 pub use pooling::{l2_normalize, Pooling, PoolingConfig};
 use tokenize::unsort_rows;
-pub use tokenize::{length_sorted_batches, Encoded, SentenceTokenizer, TokenBatch};
+pub use tokenize::{
+    length_sorted_batches, token_budget_batches, Encoded, SentenceTokenizer, TokenBatch,
+};
 
 /// The default number of sentences per forward pass in [`SentenceEncoder::encode`].
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -253,7 +255,27 @@ impl<B: Backend> SentenceEncoder<B> {
         width: usize,
         f: impl Fn(&TokenBatch<B>) -> Tensor<B, 2> + Sync,
     ) -> Tensor<B, 2> {
-        let batches = length_sorted_batches(encoded, batch_size);
+        self.map_batches(
+            encoded,
+            &length_sorted_batches(encoded, batch_size),
+            width,
+            f,
+        )
+    }
+
+    /// `f` on the given batches of rows of `encoded` (every row in exactly one batch), spread
+    /// over the encoder's workers, which take them first to last; the rows of the results put
+    /// back in input order.
+    ///
+    /// # Shapes
+    /// - encoded: `n` sentences; `f`: batch `[b, seq]` -> `[b, width]`; result `[n, width]`
+    pub fn map_batches(
+        &self,
+        encoded: &[Encoded],
+        batches: &[Vec<usize>],
+        width: usize,
+        f: impl Fn(&TokenBatch<B>) -> Tensor<B, 2> + Sync,
+    ) -> Tensor<B, 2> {
         let parts = map_parallel(
             batches.iter().collect(),
             self.settings.workers,
@@ -262,7 +284,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 f(&self.batch(&rows))
             },
         );
-        unsort_rows(parts, &batches, width, &self.device())
+        unsort_rows(parts, batches, width, &self.device())
     }
 
     /// Embeds sentences into plain vectors, in input order.

@@ -134,6 +134,34 @@ pub fn length_sorted_batches(encoded: &[Encoded], size: usize) -> Vec<Vec<usize>
     order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
+/// Row indices ordered by decreasing token count, cut into batches of at most `max_tokens`
+/// padded tokens (rows times the batch's longest row) and `max_rows` rows: long sentences go
+/// in small batches and short ones in large ones, so that batches cost about the same and
+/// padding stays minimal. A row longer than `max_tokens` forms a batch of its own.
+pub fn token_budget_batches(
+    encoded: &[Encoded],
+    max_tokens: usize,
+    max_rows: usize,
+) -> Vec<Vec<usize>> {
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for row in length_sorted_batches(encoded, usize::MAX)
+        .into_iter()
+        .flatten()
+    {
+        match batches.last_mut() {
+            // Sorted longest first: the batch's first row is its longest.
+            Some(batch)
+                if batch.len() < max_rows.max(1)
+                    && (batch.len() + 1) * encoded[batch[0]].len() <= max_tokens =>
+            {
+                batch.push(row)
+            }
+            _ => batches.push(vec![row]),
+        }
+    }
+    batches
+}
+
 /// Puts rows computed batch by batch (in the order of `batches`, concatenated) back in input
 /// order.
 ///

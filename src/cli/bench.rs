@@ -46,7 +46,7 @@ pub struct Args {
     shards: Option<usize>,
     /// Leave glibc's allocator settings as they are (for comparison; see `tune_allocator`).
     #[arg(long)]
-    default_malloc: bool,
+    pub(super) default_malloc: bool,
     /// Print each training step's time split (seconds).
     #[arg(long)]
     phases: bool,
@@ -80,9 +80,6 @@ fn row(case: &str, batch: usize, per_s: f64, rss: Option<f64>) {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    if args.default_malloc {
-        eprintln!("note: --default-malloc only applies to `cargo run --example bench`-style programs that never tune; the command tunes at start");
-    }
     let corpus = std::fs::read_to_string(&args.corpus).map_err(|e| CliError::Input {
         path: args.corpus.clone(),
         message: format!("cannot read the corpus: {e}"),

@@ -49,7 +49,9 @@ enum Command {
 /// Parses the arguments, runs the command and prints any error; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    mtl_encoder::tune_allocator(); // reuse large tensors' memory (glibc)
+    if !matches!(&cli.command, Command::Bench(args) if args.default_malloc) {
+        mtl_encoder::tune_allocator(); // reuse large tensors' memory (glibc)
+    }
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(*args),

@@ -117,7 +117,7 @@ impl<B: Backend> ServedModel<B> {
     /// Per sentence, in input order: the pooled embedding before any normalisation, then each
     /// task's softmax distribution; row-major, [`ModelInfo::width`] values per sentence. The
     /// sentences are cut into length-sorted batches spread over the encoder's workers
-    /// ([`serving_batches`]).
+    /// (longest first, about 384 padded tokens each, evenly over the workers).
     ///
     /// # Shapes
     /// - encoded: `n` sentences -> `n * width` values

@@ -3,7 +3,7 @@
 //! `POST /predict` for the heads; `GET /health`, `/info`, `/metrics` (Prometheus).
 //!
 //! Requests are tokenized on the server's async threads, queued, and formed into batches across
-//! concurrent requests by one batcher thread that owns the model ([`batcher`]); the model runs
+//! concurrent requests by one batcher thread that owns the model; the model runs
 //! each batch on the encoder's workers. Only the batcher is generic over the backend.
 
 mod batcher;

@@ -322,3 +322,65 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+#[test]
+fn seeds_run_the_recipe_once_each_and_report_mean_and_std() {
+    let work = tempfile::tempdir().unwrap();
+    let (train, test) = (work.path().join("train.tsv"), work.path().join("test.tsv"));
+    head("train.tsv", 64, &train);
+    head("test.tsv", 48, &test);
+    let out = work.path().join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = mtl(
+        &[
+            "train",
+            "--model",
+            &s(&model_dir()),
+            "--train",
+            &s(&train),
+            "--test",
+            &s(&test),
+            "--out",
+            &s(&out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--seeds",
+            "1,2",
+            "--quiet",
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(summary["seeds"], serde_json::json!([1, 2]));
+    for task in ["domain", "sentiment"] {
+        let values: Vec<f64> = (1..=2)
+            .map(|seed| {
+                let one: Value = serde_json::from_slice(
+                    &std::fs::read(out.join(format!("seed-{seed}/results.json"))).unwrap(),
+                )
+                .unwrap();
+                one["tasks"][task]["accuracy"].as_f64().unwrap()
+            })
+            .collect();
+        let m = &summary["tasks"][task]["accuracy"];
+        assert_eq!(m["values"], serde_json::json!(values));
+        let mean = (values[0] + values[1]) / 2.0;
+        let std = ((values[0] - mean).powi(2) + (values[1] - mean).powi(2)).sqrt();
+        assert!((m["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+        assert!((m["std"].as_f64().unwrap() - std).abs() < 1e-12);
+    }
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(table.contains("mean") && table.contains("±"), "{table}");
+    // --seeds and --seed together are a usage error.
+    let both = mtl(
+        &[
+            "train", "--model", "m", "--train", "t", "--out", "o", "--seed", "3", "--seeds", "1,2",
+        ],
+        &[],
+    );
+    assert_eq!(both.status.code(), Some(2));
+}

@@ -11,6 +11,7 @@ mod eval;
 pub mod load_test;
 mod model_ref;
 mod predict;
+mod seeds;
 mod serve;
 mod train;
 

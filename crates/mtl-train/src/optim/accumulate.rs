@@ -158,6 +158,25 @@ impl<B: Backend> GradAccumulator<B> {
         self.grads.is_empty()
     }
 
+    /// The summed gradients averaged over the micro-batches and multiplied by `scale`, by
+    /// parameter path, as host values in the parameters' own layout (row-major).
+    pub fn averaged(&self, scale: f64) -> BTreeMap<String, Vec<f32>> {
+        let factor = (scale / self.micro_batches.max(1) as f64) as f32;
+        self.grads
+            .iter()
+            .map(|(path, summed)| {
+                let values = match summed {
+                    Summed::Host(values) => values.clone(),
+                    Summed::Device(t) => host_vec(t.clone()),
+                };
+                (
+                    path.clone(),
+                    values.into_iter().map(|v| v * factor).collect(),
+                )
+            })
+            .collect()
+    }
+
     /// The global L2 norm of the (averaged) gradients.
     pub fn global_norm(&self) -> f64 {
         let scale = 1.0 / self.micro_batches.max(1) as f64;

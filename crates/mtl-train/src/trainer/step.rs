@@ -2,6 +2,7 @@
 //! gradients summed into the accumulator, and (once enough batches are summed) the optimizer's
 //! update. The trainer's loop and the benchmark both run it.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use crate::error::Result;
 use crate::loss::{cross_entropy, uncertainty_combine, LossWeighting};
 use crate::optim::{AdamW, GradAccumulator};
 use crate::parallel::{by_length, shard_gradients};
+use crate::schedule::clip_factor;
 use mtl_encoder::Rng;
 
 /// The rows batches are drawn from.
@@ -112,6 +114,23 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
     /// The number of shards a batch is cut into.
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The global L2 norm of the gradients accumulated since the last update, before clipping
+    /// (what PyTorch's `clip_grad_norm_` returns).
+    pub fn grad_norm(&self) -> f64 {
+        self.acc.global_norm()
+    }
+
+    /// The gradients the next update applies, by parameter path: averaged over the batches
+    /// accumulated and clipped to the global norm, in the parameters' layout.
+    pub fn pending_gradients(&self) -> BTreeMap<String, Vec<f32>> {
+        let clip = self
+            .optim
+            .config()
+            .max_grad_norm
+            .map_or(1.0, |max| clip_factor(self.acc.global_norm(), max));
+        self.acc.averaged(clip)
     }
 
     /// Whether `grad_accum` batches are summed, so that the optimizer should update.

@@ -15,8 +15,9 @@ fn main() -> Result<(), mtl::Error> {
     // Per sentence, per task: the argmax label, its probability and the whole distribution.
     for (text, per_task) in texts.iter().zip(model.predict(&texts)?) {
         println!("{text:?}");
-        for p in per_task {
-            let labels = &model.tasks()[model.task_index(&p.task)?].labels;
+        // Predictions come in task order.
+        for (task, p) in model.tasks().iter().zip(per_task) {
+            let labels = &task.labels;
             let dist: Vec<String> = labels
                 .iter()
                 .zip(&p.probabilities)

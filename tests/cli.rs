@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{max_abs_diff, model_dir, shared};
+use common::{json_floats, jsonl, max_abs_diff, model_dir, read_json, shared};
 use mtl::encoder::{Checkpoint, SentenceEncoder};
 use mtl::model::MultiTaskModel;
 use serde_json::Value;
@@ -25,21 +25,6 @@ fn mtl(args: &[&str], env: &[(&str, &Path)]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 #[test]
@@ -147,7 +132,7 @@ fn models_load_by_hub_id_from_the_cache_offline() {
         assert!(out.status.success(), "{spec}: {}", stderr(&out));
         let lines = jsonl(&output);
         for (line, want) in lines.iter().zip(&expected) {
-            assert!(max_abs_diff(&floats(&line["embedding"]), want) <= 1e-6);
+            assert!(max_abs_diff(&json_floats(&line["embedding"]), want) <= 1e-6);
         }
     }
     // HF_HOME/hub is the cache when HF_HUB_CACHE is not set.
@@ -184,37 +169,51 @@ fn head(file: &str, n: usize, to: &Path) {
     std::fs::write(to, lines.join("\n") + "\n").unwrap();
 }
 
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `mtl train` for 1 epoch at batch 16 on the first `rows` (train, test) of the UCI files,
+/// written into `work`, with `extra` flags; the output folder, the test file and what the
+/// command printed.
+fn train_small(work: &Path, rows: (usize, usize), extra: &[&str]) -> (PathBuf, PathBuf, Output) {
+    let (train, test, out) = (
+        work.join("train.tsv"),
+        work.join("test.tsv"),
+        work.join("run"),
+    );
+    head("train.tsv", rows.0, &train);
+    head("test.tsv", rows.1, &test);
+    let model = model_dir();
+    let mut args = vec![
+        "train",
+        "--model",
+        arg(&model),
+        "--train",
+        arg(&train),
+        "--test",
+        arg(&test),
+        "--out",
+        arg(&out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let run = mtl(&args, &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    (out, test, run)
+}
+
 #[test]
 fn train_eval_and_predict_agree_with_each_other_and_the_library() {
     let work = tempfile::tempdir().unwrap();
-    let (train, test) = (work.path().join("train.tsv"), work.path().join("test.tsv"));
-    head("train.tsv", 96, &train);
-    head("test.tsv", 64, &test);
-    let out = work.path().join("run");
+    let (out, test, _) = train_small(work.path(), (96, 64), &[]);
     let model = model_dir();
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let run = mtl(
-        &[
-            "train",
-            "--model",
-            &s(&model),
-            "--train",
-            &s(&train),
-            "--test",
-            &s(&test),
-            "--out",
-            &s(&out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--quiet",
-        ],
-        &[],
-    );
-    assert!(run.status.success(), "{}", stderr(&run));
-    let results: Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let s = |p: &Path| arg(p).to_string();
+    let results = read_json(&out.join("results.json"));
 
     let eval_json = work.path().join("eval.json");
     let eval = mtl(
@@ -236,7 +235,7 @@ fn train_eval_and_predict_agree_with_each_other_and_the_library() {
         table.contains("accuracy") && table.contains("domain confusion"),
         "{table}"
     );
-    let scored: Value = serde_json::from_slice(&std::fs::read(&eval_json).unwrap()).unwrap();
+    let scored = read_json(&eval_json);
     for task in ["domain", "sentiment"] {
         for metric in ["accuracy", "macro_f1", "mcc"] {
             assert_eq!(
@@ -326,43 +325,13 @@ fn every_subcommand_has_help() {
 #[test]
 fn seeds_run_the_recipe_once_each_and_report_mean_and_std() {
     let work = tempfile::tempdir().unwrap();
-    let (train, test) = (work.path().join("train.tsv"), work.path().join("test.tsv"));
-    head("train.tsv", 64, &train);
-    head("test.tsv", 48, &test);
-    let out = work.path().join("run");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let run = mtl(
-        &[
-            "train",
-            "--model",
-            &s(&model_dir()),
-            "--train",
-            &s(&train),
-            "--test",
-            &s(&test),
-            "--out",
-            &s(&out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--seeds",
-            "1,2",
-            "--quiet",
-        ],
-        &[],
-    );
-    assert!(run.status.success(), "{}", stderr(&run));
-    let summary: Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let (out, _, run) = train_small(work.path(), (64, 48), &["--seeds", "1,2"]);
+    let summary = read_json(&out.join("results.json"));
     assert_eq!(summary["seeds"], serde_json::json!([1, 2]));
     for task in ["domain", "sentiment"] {
         let values: Vec<f64> = (1..=2)
             .map(|seed| {
-                let one: Value = serde_json::from_slice(
-                    &std::fs::read(out.join(format!("seed-{seed}/results.json"))).unwrap(),
-                )
-                .unwrap();
+                let one = read_json(&out.join(format!("seed-{seed}/results.json")));
                 one["tasks"][task]["accuracy"].as_f64().unwrap()
             })
             .collect();

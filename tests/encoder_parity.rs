@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{max_abs_diff, model_dir, shared};
+use common::{json_floats, max_abs_diff, model_dir, shared};
 use mtl::encoder::SentenceEncoder;
 use serde_json::Value;
 
@@ -16,14 +16,6 @@ struct Reference {
     embedding: Vec<f32>,
     mean_pooled: Vec<f32>,
     last_hidden_state: Option<Vec<f32>>,
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    match v {
-        Value::Array(items) => items.iter().flat_map(floats).collect(),
-        Value::Number(n) => vec![n.as_f64().expect("number") as f32],
-        other => panic!("unexpected fixture value {other}"),
-    }
 }
 
 fn reference() -> Vec<Reference> {
@@ -42,9 +34,9 @@ fn reference() -> Vec<Reference> {
                 .iter()
                 .map(|v| v.as_u64().expect("id") as u32)
                 .collect(),
-            embedding: floats(&s["embedding"]),
-            mean_pooled: floats(&s["mean_pooled"]),
-            last_hidden_state: s.get("last_hidden_state").map(floats),
+            embedding: json_floats(&s["embedding"]),
+            mean_pooled: json_floats(&s["mean_pooled"]),
+            last_hidden_state: s.get("last_hidden_state").map(json_floats),
         })
         .collect()
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{max_abs_diff, model_dir, shared};
+use common::{json_floats, max_abs_diff, model_dir, shared};
 use mtl::cli::load_test::{self, LoadPlan};
 use mtl::encoder::SentenceEncoder;
 use mtl::model::MultiTaskModel;
@@ -50,19 +50,9 @@ fn post(base: &str, route: &str, body: impl Into<reqwest::blocking::Body>) -> (u
     (status, response.json().unwrap_or(Value::Null))
 }
 
+/// An `/embed` answer's rows.
 fn rows(value: &Value) -> Vec<Vec<f32>> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
+    value.as_array().unwrap().iter().map(json_floats).collect()
 }
 
 #[test]
@@ -105,21 +95,13 @@ fn embed_answers_under_load_equal_the_library() {
         .unwrap()
         .text()
         .unwrap();
-    let batches: f64 = metric(&metrics, "mtl_batches_total");
+    let batches: f64 = load_test::metric(&metrics, "mtl_batches_total").unwrap();
     assert!(
         batches < 400.0,
         "{batches} batches for 400 concurrent requests"
     );
-    assert_eq!(metric(&metrics, "mtl_queue_depth"), 0.0);
+    assert_eq!(load_test::metric(&metrics, "mtl_queue_depth").unwrap(), 0.0);
     server.shutdown().unwrap();
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -336,22 +318,18 @@ fn the_api_key_guards_every_route_but_health() {
         let response = http.get(format!("{base}{route}")).send().unwrap();
         assert_eq!(response.status().as_u16(), 401, "{route}");
     }
-    let wrong = http
-        .post(format!("{base}/embed"))
-        .bearer_auth("guess")
-        .body(r#"{"inputs": "a"}"#)
-        .send()
-        .unwrap();
+    let embed_with = |key: &str| {
+        http.post(format!("{base}/embed"))
+            .bearer_auth(key)
+            .body(r#"{"inputs": "a"}"#)
+            .send()
+            .unwrap()
+    };
+    let wrong = embed_with("guess");
     assert_eq!(wrong.status().as_u16(), 401);
     let body: Value = wrong.json().unwrap();
     assert_eq!(body["error_type"], "unauthorized");
-    let right = http
-        .post(format!("{base}/embed"))
-        .bearer_auth("s3cret")
-        .body(r#"{"inputs": "a"}"#)
-        .send()
-        .unwrap();
-    assert_eq!(right.status().as_u16(), 200);
+    assert_eq!(embed_with("s3cret").status().as_u16(), 200);
     server.shutdown().unwrap();
 }
 

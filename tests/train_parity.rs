@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{model_dir, shared};
+use common::{json_floats, max_abs, max_abs_diff, model_dir, read_json, shared};
 use mtl::encoder::io::{bert_hf_key, module_tensors, serialize_tensors, NamedTensors};
 use mtl::encoder::{Layout, Pooling, SentenceEncoder};
 use mtl::heads::HeadActivation;
@@ -21,14 +21,6 @@ use serde_json::Value;
 type AB = mtl::backend::TrainBackend;
 
 const LR: f64 = 1e-4;
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
 
 /// The fixture's heads as `heads.safetensors` keys (`<task>.dense.*`, `<task>.out_proj.*`).
 fn fixture_heads(fixture: &Value) -> NamedTensors {
@@ -42,7 +34,7 @@ fn fixture_heads(fixture: &Value) -> NamedTensors {
             .iter()
             .map(|d| d.as_u64().unwrap() as usize)
             .collect();
-        out.insert(format!("{task}.{rest}"), (shape, floats(&t["values"])));
+        out.insert(format!("{task}.{rest}"), (shape, json_floats(&t["values"])));
     }
     out
 }
@@ -88,55 +80,40 @@ fn model(dir: &Path, fixture: &Value) -> MultiTaskModel<AB> {
         .without_dropout()
 }
 
-/// Every watched tensor of the fixture's naming (`embeddings.*`, `encoder.*`, `heads.<task>.<0|2>.*`)
-/// by name, in PyTorch layout, from our parameter path -> values map (`values`) and shapes.
-fn hf_named(
-    model: &MultiTaskModel<AB>,
-    values: &BTreeMap<String, Vec<f32>>,
-) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let mut shapes = module_tensors(&model.encoder.bert, bert_hf_key).unwrap();
-    for (task, head) in model.tasks().iter().zip(&model.heads) {
-        let heads = module_tensors(head, |p| {
-            let layout = if p.ends_with("weight") {
-                Layout::Transpose
-            } else {
-                Layout::AsIs
-            };
-            Some((
-                format!(
-                    "heads.{}.{}",
-                    task.name,
-                    p.replace("dense.", "0.").replace("out_proj.", "2.")
-                ),
-                layout,
-            ))
-        })
-        .unwrap();
-        shapes.extend(heads);
+/// The fixture's name (`embeddings.*`, `encoder.*`, `heads.<task>.<0|2>.*`) and layout of one
+/// of our parameter paths on `Trainable`.
+fn fixture_key(tasks: &[TaskSpec], path: &str) -> Option<(String, Layout)> {
+    if let Some(rest) = path.strip_prefix("model.encoder.bert.") {
+        return bert_hf_key(rest);
     }
-    let mut out = BTreeMap::new();
-    for (path, v) in values {
-        let (name, layout) = if let Some(rest) = path.strip_prefix("model.encoder.bert.") {
-            bert_hf_key(rest).unwrap()
-        } else if let Some(rest) = path.strip_prefix("model.heads.") {
-            let (index, p) = rest.split_once('.').unwrap();
-            let task = &model.tasks()[index.parse::<usize>().unwrap()].name;
-            let layout = if p.ends_with("weight") {
-                Layout::Transpose
-            } else {
-                Layout::AsIs
-            };
-            (
-                format!(
-                    "heads.{task}.{}",
-                    p.replace("dense.", "0.").replace("out_proj.", "2.")
-                ),
-                layout,
-            )
-        } else {
-            panic!("unexpected parameter path {path}");
-        };
-        let shape = shapes[&name].0.clone();
+    let (index, p) = path.strip_prefix("model.heads.")?.split_once('.')?;
+    let task = &tasks[index.parse::<usize>().ok()?].name;
+    let layout = if p.ends_with("weight") {
+        Layout::Transpose
+    } else {
+        Layout::AsIs
+    };
+    let p = p.replace("dense.", "0.").replace("out_proj.", "2.");
+    Some((format!("heads.{task}.{p}"), layout))
+}
+
+/// Every parameter by the fixture's name, in PyTorch layout.
+fn fixture_params(trainable: &Trainable<AB>) -> NamedTensors {
+    let tasks = trainable.model.tasks().to_vec();
+    module_tensors(trainable, |p| fixture_key(&tasks, p)).unwrap()
+}
+
+/// Gradients by parameter path (in our layout) by the fixture's name, in PyTorch layout (the
+/// shapes those of `params`).
+fn fixture_grads(
+    tasks: &[TaskSpec],
+    grads: &BTreeMap<String, Vec<f32>>,
+    params: &NamedTensors,
+) -> NamedTensors {
+    let mut out = NamedTensors::new();
+    for (path, v) in grads {
+        let (name, layout) = fixture_key(tasks, path).expect("a parameter of the model");
+        let shape = params[&name].0.clone();
         let values = match layout {
             Layout::AsIs => v.clone(),
             // Ours is [in, out]; PyTorch's [out, in].
@@ -157,7 +134,7 @@ fn hf_named(
 }
 
 /// The values of a watched name (`NAME` or `NAME:a:b`, rows a..b).
-fn watched(named: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, watch: &str) -> Vec<f32> {
+fn watched(named: &NamedTensors, watch: &str) -> Vec<f32> {
     let mut parts = watch.split(':');
     let (shape, values) = &named[parts.next().unwrap()];
     match (parts.next(), parts.next()) {
@@ -169,15 +146,23 @@ fn watched(named: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, watch: &str) -> Vec
     }
 }
 
+/// The largest difference of a gradient from PyTorch's relative to its largest value,
+/// asserted to be at most 1e-5.
+fn gradient_error(got: &[f32], want: &[f32], what: &str) -> f32 {
+    let (scale, diff) = (max_abs(want), max_abs_diff(got, want));
+    assert!(
+        diff <= 1e-5 * scale,
+        "gradient of {what} off by {diff} (largest {scale})"
+    );
+    diff / scale
+}
+
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
 }
 
 fn run(shards: usize) {
-    let fixture: Value = serde_json::from_slice(
-        &std::fs::read(shared().join("fixtures/minilm_train_reference.json")).unwrap(),
-    )
-    .unwrap();
+    let fixture = read_json(&shared().join("fixtures/minilm_train_reference.json"));
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path(), &fixture);
     let text = std::fs::read_to_string(shared().join("data/uci-mtl/train.tsv")).unwrap();
@@ -236,42 +221,30 @@ fn run(shards: usize) {
         }
         let norm = reference["grad_norm_before_clip"].as_f64().unwrap();
         worst_norm = worst_norm.max(rel(step.grad_norm(), norm));
-        let grads = hf_named(&trainable.model, &step.pending_gradients());
+        let pending = step.pending_gradients();
+        let (next, _) = step.apply(trainable, 1.0);
+        trainable = next;
+        let params = fixture_params(&trainable);
+        let grads = fixture_grads(trainable.model.tasks(), &pending, &params);
         if let Some(reference_grads) = reference.get("grads_after_clip") {
             for (name, want) in reference_grads.as_object().unwrap() {
-                let (got, want) = (watched(&grads, name), floats(want));
-                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let diff = got
-                    .iter()
-                    .zip(&want)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    diff <= 1e-5 * scale,
-                    "step {k}: gradient of {name} off by {diff} (largest {scale})"
-                );
-                worst_grad = worst_grad.max(diff / scale);
+                let off = gradient_error(&watched(&grads, name), &json_floats(want), name);
+                worst_grad = worst_grad.max(off);
             }
             let (_, word) = &grads["embeddings.word_embeddings.weight"];
             for (id, want) in reference["word_embedding_grad_rows"].as_object().unwrap() {
-                let id: usize = id.parse().unwrap();
-                let (got, want) = (&word[id * 384..(id + 1) * 384], floats(want));
-                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let diff = got
-                    .iter()
-                    .zip(&want)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    diff <= 1e-5 * scale,
-                    "word-embedding gradient row {id} off by {diff}"
-                );
+                let row: usize = id.parse().unwrap();
+                let got = &word[row * 384..(row + 1) * 384];
+                gradient_error(got, &json_floats(want), &format!("word-embedding row {id}"));
             }
         }
-        let (next, _) = step.apply(trainable, 1.0);
-        trainable = next;
-        let params = hf_named(&trainable.model, &params_by_path(&trainable));
         for (name, want) in reference["params_after_step"].as_object().unwrap() {
-            let (got, want, g) = (watched(&params, name), floats(want), watched(&grads, name));
-            let gmax = g.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let (got, want, g) = (
+                watched(&params, name),
+                json_floats(want),
+                watched(&grads, name),
+            );
+            let gmax = max_abs(&g);
             for ((a, b), g) in got.iter().zip(&want).zip(&g) {
                 let diff = (a - b).abs();
                 if g.abs() > 1e-4 * gmax && g.abs() > 1e-9 {
@@ -305,15 +278,6 @@ fn run(shards: usize) {
         noisy * 100 <= compared,
         "{noisy} elements at noise-level gradients against {compared}"
     );
-}
-
-/// Every float parameter of the trainable by path, in our layout.
-fn params_by_path(trainable: &Trainable<AB>) -> BTreeMap<String, Vec<f32>> {
-    module_tensors(trainable, |p| Some((p.to_string(), Layout::AsIs)))
-        .unwrap()
-        .into_iter()
-        .map(|(path, (_, values))| (path, values))
-        .collect()
 }
 
 #[test]

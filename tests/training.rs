@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use common::{model_dir, shared};
+use common::{jsonl, model_dir, shared};
 use mtl::encoder::io::module_tensors;
 use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{HeadOptions, MultiTaskModel, TaskSpec};
@@ -68,14 +68,6 @@ fn params_of(dir: &Path) -> BTreeMap<String, Vec<f32>> {
         .unwrap()
         .into_iter()
         .map(|(k, (_, v))| (k, v))
-        .collect()
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 

@@ -27,10 +27,31 @@ pub struct SentenceArgs {
     pub sentences: Vec<String>,
 }
 
+/// Sentences per progress update of [`SentenceArgs::map_chunks`].
+const CHUNK: usize = 1024;
+
 impl SentenceArgs {
     /// The sentences of `--input` followed by the arguments (see [`read_sentences`]).
     pub fn texts(&self) -> Result<Vec<String>, CliError> {
         read_sentences(self.input.as_deref(), &self.sentences)
+    }
+
+    /// `f` on `texts` a chunk at a time, the results concatenated in order, with a progress
+    /// bar when there is more than one chunk (and no `--quiet`).
+    pub fn map_chunks<T, E>(
+        &self,
+        texts: &[String],
+        mut f: impl FnMut(&[&str]) -> Result<Vec<T>, E>,
+    ) -> Result<Vec<T>, E> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let bar = progress(refs.len(), self.quiet || refs.len() <= CHUNK, "sentences");
+        let mut out = Vec::with_capacity(refs.len());
+        for chunk in refs.chunks(CHUNK) {
+            out.extend(f(chunk)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
     }
 }
 

@@ -255,9 +255,6 @@ fn mean_batch(base: &str) -> Option<f64> {
         .ok()?
         .text()
         .ok()?;
-    let value = |name: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some(value("mtl_batch_size_sum ")? / value("mtl_batch_size_count ")?)
+    let value = |name| load_test::metric(&text, name);
+    Some(value("mtl_batch_size_sum")? / value("mtl_batch_size_count")?)
 }

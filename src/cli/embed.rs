@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::backend::{device, Backend, NAME};
 use mtl_encoder::{Pooling, SentenceEncoder};
 
-use super::args::{progress, write_jsonl, SentenceArgs};
+use super::args::{write_jsonl, SentenceArgs};
 use super::error::CliError;
 use super::model_ref;
 
@@ -34,9 +34,6 @@ struct Line<'a> {
     embedding: &'a [f32],
 }
 
-/// Sentences per progress update.
-const CHUNK: usize = 1024;
-
 pub fn run(args: Args) -> Result<(), CliError> {
     let texts = args.io.texts()?;
     let (dir, _) = model_ref::resolve(&args.model)?;
@@ -51,19 +48,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let loaded = start.elapsed().as_secs_f64();
 
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let bar = progress(
-        refs.len(),
-        args.io.quiet || refs.len() <= CHUNK,
-        "sentences",
-    );
     let start = Instant::now();
-    let mut embeddings = Vec::with_capacity(refs.len());
-    for chunk in refs.chunks(CHUNK) {
-        embeddings.extend(encoder.encode_vec(chunk)?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
+    let embeddings = args
+        .io
+        .map_chunks(&texts, |chunk| encoder.encode_vec(chunk))?;
     let took = start.elapsed().as_secs_f64();
     eprintln!(
         "[{NAME}] loaded in {loaded:.3} s; embedded {} sentences in {took:.2} s ({:.1} sentences/s, batch {})",

@@ -139,3 +139,12 @@ pub fn summarize(exchanges: &[Exchange], wall: f64) -> LoadSummary {
         p99: pick(0.99),
     }
 }
+
+/// The value of the unlabelled series `name` in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let line = text.lines().find(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(' '))
+    })?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

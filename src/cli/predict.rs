@@ -3,7 +3,7 @@
 use crate::backend::{device, Backend};
 use mtl_model::MultiTaskModel;
 
-use super::args::{progress, write_jsonl, SentenceArgs};
+use super::args::{write_jsonl, SentenceArgs};
 use super::error::CliError;
 use super::model_ref;
 
@@ -19,33 +19,19 @@ pub struct Args {
     io: SentenceArgs,
 }
 
-/// Sentences per progress update.
-const CHUNK: usize = 1024;
-
 pub fn run(args: Args) -> Result<(), CliError> {
     let texts = args.io.texts()?;
     let (dir, _) = model_ref::resolve(&args.model)?;
     let mut model = MultiTaskModel::<Backend>::load(&dir, &device())?;
     model.encoder = model.encoder.with_batch_size(args.io.batch_size);
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let bar = progress(
-        refs.len(),
-        args.io.quiet || refs.len() <= CHUNK,
-        "sentences",
-    );
-    let mut predictions = Vec::with_capacity(refs.len());
-    for chunk in refs.chunks(CHUNK) {
-        predictions.extend(model.predict(chunk)?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
+    let predictions = args.io.map_chunks(&texts, |chunk| model.predict(chunk))?;
     match &args.io.output {
         Some(path) => {
             let lines = texts.iter().zip(&predictions).map(|(text, per_task)| {
                 let mut line = serde_json::Map::new();
                 line.insert("text".into(), serde_json::json!(text));
-                for p in per_task {
-                    let task = &model.tasks()[model.task_index(&p.task)?];
+                // Predictions come in task order.
+                for (task, p) in model.tasks().iter().zip(per_task) {
                     let distribution: serde_json::Map<String, serde_json::Value> = task
                         .labels
                         .iter()
@@ -57,9 +43,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
                     });
                     line.insert(p.task.clone(), value);
                 }
-                Ok(serde_json::Value::Object(line))
+                serde_json::Value::Object(line)
             });
-            let lines = lines.collect::<Result<Vec<_>, mtl_model::ModelError>>()?;
             let written = write_jsonl(path, lines)?;
             eprintln!("wrote {written} predictions to {}", path.display());
         }

@@ -206,8 +206,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         dev: dev.as_ref(),
         test: test.as_ref(),
     };
+    let (dir, name) = model_ref::resolve(&args.model)?;
+    let base = Base { dir, name };
     let Some(seeds) = args.seeds.clone() else {
-        let report = fit(&args, args.seed, &args.out, data)?;
+        let report = fit(&args, &base, args.seed, &args.out, data)?;
         if let Some(best) = &report.best {
             println!(
                 "best dev: epoch {} step {} (mean macro-F1 {:.4})",
@@ -224,7 +226,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut runs = Vec::with_capacity(seeds.len());
     for &seed in &seeds {
         eprintln!("seed {seed}:");
-        let report = fit(&args, seed, &args.out.join(format!("seed-{seed}")), data)?;
+        let report = fit(
+            &args,
+            &base,
+            seed,
+            &args.out.join(format!("seed-{seed}")),
+            data,
+        )?;
         let record = report.test.or(report.best).ok_or_else(|| {
             CliError::usage("--seeds", "needs --dev or --test data to score the runs")
         })?;
@@ -237,15 +245,22 @@ pub fn run(args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The model to start from, as `--model` resolved: its directory and the name to record.
+struct Base {
+    dir: PathBuf,
+    name: String,
+}
+
 /// One run of the recipe with `seed` (heads' initial weights, sampling, dropout) into `out`.
 fn fit(
     args: &Args,
+    base: &Base,
     seed: u64,
     out: &std::path::Path,
     data: TrainData<'_>,
 ) -> Result<TrainReport, CliError> {
-    let (dir, name) = model_ref::resolve(&args.model)?;
-    let mut encoder = SentenceEncoder::<TrainBackend>::load(&dir, &device())?;
+    let (dir, name) = (&base.dir, base.name.clone());
+    let mut encoder = SentenceEncoder::<TrainBackend>::load(dir, &device())?;
     if let Some(n) = args.max_seq_length {
         encoder = encoder.with_max_seq_length(n)?;
     }

@@ -198,8 +198,11 @@ async fn run(state: &AppState, encoded: Vec<Encoded>) -> Result<Vec<Vec<f32>>, A
                 format!("the batch failed: {message}"),
             )
         })?;
-    let width = values.len() / n.max(1);
-    Ok(values.chunks(width.max(1)).map(<[f32]>::to_vec).collect())
+    debug_assert_eq!(values.len(), n * state.info.width());
+    Ok(values
+        .chunks(state.info.width())
+        .map(<[f32]>::to_vec)
+        .collect())
 }
 
 /// The embedding part of an output row, L2-normalised when asked.
@@ -318,16 +321,10 @@ async fn predict(State(state): State<Shared>, body: Result<Bytes, BytesRejection
 
 /// One input's answer: `{task: {"label", "probability", "probabilities": {label: p}}}`.
 fn predictions(info: &ModelInfo, row: &[f32], chosen: &[usize]) -> Value {
-    let mut offsets = Vec::with_capacity(info.tasks.len());
-    let mut start = info.dimension;
-    for task in &info.tasks {
-        offsets.push(start);
-        start += task.labels.len();
-    }
     let mut out = Map::new();
     for &t in chosen {
         let task = &info.tasks[t];
-        let p = &row[offsets[t]..offsets[t] + task.labels.len()];
+        let p = &row[task.offset..task.offset + task.labels.len()];
         let best = (0..p.len())
             .max_by(|&a, &b| p[a].total_cmp(&p[b]))
             .unwrap_or(0);

@@ -29,3 +29,12 @@ pub const NAME: &str = if cfg!(feature = "cuda") {
 pub fn device() -> Device {
     Default::default()
 }
+
+/// `n` devices of [`Backend`] for the peers of a training run: CUDA devices `0..n`, or on a
+/// CPU backend `n` peers sharing the one CPU device.
+pub fn devices(n: usize) -> Vec<Device> {
+    #[cfg(feature = "cuda")]
+    return (0..n).map(burn::backend::cuda::CudaDevice::new).collect();
+    #[cfg(not(feature = "cuda"))]
+    vec![device(); n]
+}

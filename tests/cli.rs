@@ -353,3 +353,46 @@ fn seeds_run_the_recipe_once_each_and_report_mean_and_std() {
     );
     assert_eq!(both.status.code(), Some(2));
 }
+
+/// `train --devices 2` (two peers, burn-collective all-reduce) writes the model that
+/// `--shards 2` on one peer writes, byte for byte; `--nodes 2` is refused with the reason.
+#[test]
+fn train_on_two_devices_equals_one_device() {
+    let work = tempfile::tempdir().unwrap();
+    let one = work.path().join("one");
+    let two = work.path().join("two");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&two).unwrap();
+    let (a, _, _) = train_small(&one, (64, 32), &["--shards", "2"]);
+    let (b, _, run) = train_small(&two, (64, 32), &["--shards", "2", "--devices", "2"]);
+    assert!(stderr(&run).contains("in all-reduces"), "{}", stderr(&run));
+    let weights = |dir: &Path| std::fs::read(dir.join("model/model.safetensors")).unwrap();
+    assert!(weights(&a) == weights(&b), "the two models differ");
+    assert_eq!(
+        read_json(&a.join("results.json")),
+        read_json(&b.join("results.json"))
+    );
+
+    let refused = mtl(
+        &[
+            "train",
+            "--model",
+            "m",
+            "--train",
+            "t",
+            "--out",
+            "o",
+            "--nodes",
+            "2",
+            "--orchestrator",
+            "127.0.0.1:9",
+        ],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).starts_with("error: configuration: training on several nodes"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -206,15 +206,17 @@ fn run(shards: usize) {
     let (mut noisy, mut compared) = (0usize, 0usize);
     for (k, reference) in fixture["steps"].as_array().unwrap().iter().enumerate() {
         let batch_rows: Vec<usize> = (8 * (k % 3)..8 * (k % 3) + 8).collect();
-        let out = step.backward(
-            &trainable,
-            &data,
-            Batch {
-                rows: &batch_rows,
-                tasks: &[0, 1],
-            },
-            k,
-        );
+        let out = step
+            .backward(
+                &trainable,
+                &data,
+                Batch {
+                    rows: &batch_rows,
+                    tasks: &[0, 1],
+                },
+                k,
+            )
+            .unwrap();
         for (t, task) in ["domain", "sentiment"].iter().enumerate() {
             let want = reference["loss"][task].as_f64().unwrap();
             worst_loss = worst_loss.max(rel(out.losses[t], want));

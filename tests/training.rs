@@ -321,3 +321,82 @@ fn every_parameter_path_gets_its_learning_rate_group() {
         "{names:?}"
     );
 }
+
+/// Two peers in one process (burn-collective all-reduce) train the model one peer trains with
+/// the same shard count: the same parameters after each of 3 steps at batch 32 and the same
+/// loss curve; only the leader writes files, the same files.
+#[test]
+fn two_peers_train_what_one_peer_trains() {
+    let _turn = serial();
+    let train_set = uci("train", 96, None);
+    let dev = uci("dev", 32, Some(&train_set.tasks));
+    let data = TrainData {
+        train: &train_set,
+        dev: Some(&dev),
+        test: None,
+    };
+    let config = TrainConfig {
+        batch_size: 32,
+        eval_every: Some(1),
+        shards: Some(2),
+        ..config(1)
+    };
+    let run = |steps: usize, peers: usize| {
+        let out = tempfile::tempdir().unwrap();
+        let options = RunOptions {
+            stop_after_steps: Some(steps),
+            ..RunOptions::default()
+        };
+        let trainer = Trainer::new(config.clone(), out.path(), options);
+        let model = tiny_model(&train_set);
+        let report = if peers == 1 {
+            trainer.fit(model, data).unwrap().1
+        } else {
+            let devices = vec![Default::default(); peers];
+            let group = mtl::train::PeerGroup::new(peers);
+            trainer.fit_peers(model, data, &devices, &group).unwrap().1
+        };
+        assert_eq!(report.steps, steps);
+        out
+    };
+    for steps in 1..=3 {
+        let (one, two) = (run(steps, 1), run(steps, 2));
+        let (a, b) = (
+            params_of(&one.path().join("checkpoint/model")),
+            params_of(&two.path().join("checkpoint/model")),
+        );
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (path, x) in &a {
+            for (u, v) in x.iter().zip(&b[path]) {
+                let tolerance = 1e-5 * u.abs().max(v.abs()) + 1e-12;
+                assert!(
+                    (u - v).abs() <= tolerance,
+                    "step {steps}, {path}: {u} vs {v}"
+                );
+            }
+        }
+        let losses = |dir: &Path| -> Vec<f64> {
+            jsonl(&dir.join("metrics.jsonl"))
+                .iter()
+                .flat_map(|r| ["domain", "sentiment"].map(|t| r["train_loss"][t].as_f64().unwrap()))
+                .collect()
+        };
+        let (la, lb) = (losses(one.path()), losses(two.path()));
+        assert_eq!(la.len(), 2 * steps);
+        for (u, v) in la.iter().zip(&lb) {
+            assert!(
+                (u - v).abs() <= 1e-6 * u.abs(),
+                "step {steps}: loss {u} vs {v}"
+            );
+        }
+        let files = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(files(one.path()), files(two.path()));
+    }
+}

@@ -178,7 +178,7 @@ fn bench_training(args: &Args, dir: &std::path::Path, sentences: &[&str]) -> Res
             tasks: &[0, 1],
         };
         let start = Instant::now();
-        let (next, out) = step.step(trainable, &data, batch, k, 1.0);
+        let (next, out) = step.step(trainable, &data, batch, k, 1.0)?;
         trainable = next;
         let _ = trainable.model.heads[0].out_proj.weight.val().into_data(); // waits for the backend
         let total = start.elapsed().as_secs_f64();

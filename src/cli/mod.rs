@@ -1,4 +1,4 @@
-//! The `mtl` command: embed, train, eval, predict, serve, bench.
+//! The `mtl` command: embed, train, eval, predict, serve, bench, orchestrator.
 //!
 //! Each subcommand is a module with its arguments (`Args`) and `run`; every failure is a
 //! [`CliError`], printed by [`main`] with its causes.
@@ -10,6 +10,7 @@ mod error;
 mod eval;
 pub mod load_test;
 mod model_ref;
+mod orchestrator;
 mod predict;
 mod seeds;
 mod serve;
@@ -45,6 +46,8 @@ enum Command {
     Serve(serve::Args),
     /// Throughput of encoding, training and serving.
     Bench(bench::Args),
+    /// The meeting point of a training run's nodes (`train --nodes`).
+    Orchestrator(orchestrator::Args),
 }
 
 /// Parses the arguments, runs the command and prints any error; the process exit code.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Orchestrator(args) => orchestrator::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use crate::backend::{device, TrainBackend, NAME};
+use crate::backend::{device, devices, TrainBackend, NAME};
 use mtl_encoder::{Pooling, SentenceEncoder};
 use mtl_heads::HeadActivation;
 use mtl_model::{FreezePolicy, HeadOptions, MultiTaskModel};
 use mtl_train::{
-    Dataset, LossWeighting, OptimConfig, RunOptions, SamplerKind, TrainConfig, TrainData,
-    TrainReport, Trainer,
+    Dataset, LossWeighting, NodeSetup, OptimConfig, PeerGroup, RunOptions, SamplerKind,
+    TrainConfig, TrainData, TrainReport, Trainer,
 };
 
 use super::args::{pair, print_metrics, write_json, DataArgs};
@@ -119,9 +119,81 @@ pub struct Args {
     /// Stop after N optimizer steps, leaving a checkpoint to --resume from.
     #[arg(long, hide = true)]
     stop_after_steps: Option<usize>,
+    #[command(flatten)]
+    peers: PeerArgs,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Data-parallel training over several devices and machines (burn-collective).
+#[derive(clap::Args)]
+struct PeerArgs {
+    /// Peers on this node, each training a copy of the model on its slice of every batch:
+    /// CUDA devices 0..N, or on a CPU backend N peers sharing the cores. Results do not depend
+    /// on N (beyond float summation order) for a given --shards.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Nodes (machines) in the run; start every node with the same flags and its own
+    /// --node-rank, and the orchestrator with `mtl orchestrator`.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// This node's rank, 0..N; rank 0 evaluates and writes the files.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// The orchestrator the nodes meet at, HOST:PORT.
+    #[arg(long)]
+    orchestrator: Option<String>,
+    /// This node's address as the other nodes reach it.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_host: String,
+    /// Port of this node's tensor data service (default: the orchestrator's port + 1 + the
+    /// node's rank).
+    #[arg(long)]
+    data_port: Option<u16>,
+    /// Seconds a peer waits for the others at each collective call before stopping with an
+    /// error naming whom it waited for.
+    #[arg(long, default_value_t = 60.0)]
+    collective_timeout: f64,
+}
+
+impl PeerArgs {
+    /// The peer group, unless the run is one peer on one node.
+    fn group(&self) -> Result<Option<PeerGroup>, CliError> {
+        if self.devices == 0 {
+            return Err(CliError::usage("--devices", "must be at least 1"));
+        }
+        if self.collective_timeout.is_nan() || self.collective_timeout <= 0.0 {
+            return Err(CliError::usage("--collective-timeout", "must be positive"));
+        }
+        let timeout = std::time::Duration::from_secs_f64(self.collective_timeout);
+        let group = PeerGroup::new(self.devices).with_timeout(timeout);
+        if self.nodes <= 1 {
+            return Ok((self.devices > 1).then_some(group));
+        }
+        let orchestrator = self
+            .orchestrator
+            .clone()
+            .ok_or_else(|| CliError::usage("--orchestrator", "is needed with --nodes"))?;
+        let port = orchestrator
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| CliError::usage("--orchestrator", "expected HOST:PORT"))?;
+        let data_port = match self.data_port {
+            Some(p) => p,
+            None => u16::try_from(usize::from(port) + 1 + self.node_rank).map_err(|_| {
+                CliError::usage("--data-port", "the default is past 65535; give one")
+            })?,
+        };
+        let node = NodeSetup {
+            nodes: self.nodes,
+            rank: self.node_rank,
+            orchestrator,
+            host: self.node_host.clone(),
+            data_port,
+        };
+        Ok(Some(group.with_nodes(node)?))
+    }
 }
 
 impl Args {
@@ -200,6 +272,7 @@ fn datasets(args: &Args) -> Result<(Dataset, Option<Dataset>, Option<Dataset>), 
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    let group = args.peers.group()?;
     let (train, dev, test) = datasets(&args)?;
     let data = TrainData {
         train: &train,
@@ -208,8 +281,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let (dir, name) = model_ref::resolve(&args.model)?;
     let base = Base { dir, name };
+    if args.seeds.is_some() && args.peers.nodes > 1 {
+        return Err(CliError::usage("--seeds", "runs on one node only"));
+    }
     let Some(seeds) = args.seeds.clone() else {
-        let report = fit(&args, &base, args.seed, &args.out, data)?;
+        let report = fit(&args, &base, args.seed, &args.out, data, group.as_ref())?;
+        if args.peers.node_rank > 0 {
+            println!(
+                "rank {}: done; node 0 wrote the results",
+                args.peers.node_rank * args.peers.devices
+            );
+            return Ok(());
+        }
         if let Some(best) = &report.best {
             println!(
                 "best dev: epoch {} step {} (mean macro-F1 {:.4})",
@@ -232,6 +315,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             seed,
             &args.out.join(format!("seed-{seed}")),
             data,
+            group.as_ref(),
         )?;
         let record = report.test.or(report.best).ok_or_else(|| {
             CliError::usage("--seeds", "needs --dev or --test data to score the runs")
@@ -258,6 +342,7 @@ fn fit(
     seed: u64,
     out: &std::path::Path,
     data: TrainData<'_>,
+    group: Option<&PeerGroup>,
 ) -> Result<TrainReport, CliError> {
     let (dir, name) = (&base.dir, base.name.clone());
     let mut encoder = SentenceEncoder::<TrainBackend>::load(dir, &device())?;
@@ -283,14 +368,25 @@ fn fit(
         base_model: Some(name),
     };
     let started = std::time::Instant::now();
-    let (_, report) = Trainer::new(args.config(seed), out, options).fit(model, data)?;
+    let trainer = Trainer::new(args.config(seed), out, options);
+    let (_, report) = match group {
+        Some(group) => trainer.fit_peers(model, data, &devices(group.devices()), group)?,
+        None => trainer.fit(model, data)?,
+    };
     let stopped = if report.finished {
         ""
     } else {
         "; stopped early, --resume continues"
     };
+    let reduce = match group {
+        Some(_) => format!(
+            ", {:.1} s of them in all-reduces",
+            report.all_reduce_seconds
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "[{NAME}] {} steps in {:.1} s wall ({:.1} s in training steps, {:.1} sentences/s){stopped}",
+        "[{NAME}] {} steps in {:.1} s wall ({:.1} s in training steps{reduce}, {:.1} sentences/s){stopped}",
         report.steps,
         started.elapsed().as_secs_f64(),
         report.train_seconds,

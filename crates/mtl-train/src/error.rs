@@ -52,6 +52,25 @@ pub enum TrainError {
     /// corrupt or from an incompatible version.
     #[error("{path}: malformed training state: {message}")]
     MalformedState { path: PathBuf, message: String },
+    /// A collective call between the peers of a run failed.
+    #[error("rank {rank}, {what}: {message}")]
+    Collective {
+        rank: usize,
+        what: String,
+        message: String,
+    },
+    /// A collective call got no answer in time: a peer or node died or never joined.
+    #[error("rank {rank}, {what}: no answer within {seconds} s, waiting for {missing} (--collective-timeout)")]
+    CollectiveTimeout {
+        rank: usize,
+        what: String,
+        seconds: f64,
+        /// The ranks or nodes waited for.
+        missing: String,
+    },
+    /// Peers were started with different configurations or data.
+    #[error("rank {rank}: ranks {others:?} run another configuration or other data than this rank; start every rank with the same flags and files")]
+    PeerMismatch { rank: usize, others: Vec<usize> },
     /// The encoder failed.
     #[error(transparent)]
     Encoder(#[from] mtl_encoder::EncoderError),

@@ -5,6 +5,7 @@
 //! [`TrainStep`] is its training step on its own (forward and backward passes on data-parallel
 //! shards, gradient accumulation, AdamW).
 
+mod collective;
 mod data;
 mod error;
 mod loss;
@@ -15,6 +16,7 @@ mod sampler;
 mod schedule;
 mod trainer;
 
+pub use collective::{run_orchestrator, NodeSetup, Peer, PeerGroup};
 pub use data::{read_table, Dataset, Example, Format, RawRow, RawTable, ReadOptions};
 pub use error::{Result, TrainError};
 pub use loss::{cross_entropy, uncertainty_combine, LossWeighting};

@@ -32,6 +32,22 @@ pub fn shard_ranges(n: usize, shards: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The shards of a batch of `n` rows cut into `shards` (at least one per peer) that peer `rank`
+/// of `world` computes: a contiguous run of them, and the batch index of its first.
+pub fn peer_shards(
+    n: usize,
+    shards: usize,
+    rank: usize,
+    world: usize,
+) -> (usize, Vec<Range<usize>>) {
+    let all = shard_ranges(n, shards.max(world));
+    let own = shard_ranges(all.len(), world)
+        .get(rank)
+        .cloned()
+        .unwrap_or(all.len()..all.len());
+    (own.start, all[own].to_vec())
+}
+
 /// `rows` ordered by `length` (stably), so that shards cut from them hold rows of similar
 /// lengths. The loss of a batch is a mean over its rows, so the order changes nothing else.
 pub fn by_length(rows: &[usize], length: impl Fn(usize) -> usize) -> Vec<usize> {
@@ -69,22 +85,27 @@ impl<B: Backend> ModuleVisitor<B> for Initialise {
     }
 }
 
+/// Draws `module`'s lazily initialised parameters now, so that its clones share them.
+pub fn initialise<B: Backend, M: burn::module::Module<B>>(module: &M) {
+    module.visit(&mut Initialise);
+}
+
 /// A copy of `module` with its own autodiff leaves (see [`FreshLeaves`]).
 pub fn fork<AB: AutodiffBackend, M: AutodiffModule<AB>>(module: &M) -> M {
-    module.visit(&mut Initialise);
+    initialise(module);
     module.clone().map(&mut FreshLeaves)
 }
 
-/// Runs `loss(module, rows)` for each of the shards of `0..n` and returns, in shard order,
+/// Runs `loss(module, rows)` for each of the row ranges `shards` and returns, in shard order,
 /// the gradients of each shard's loss with `loss`'s second value. Shards run on up to `threads`
-/// workers ([`map_parallel`]), the last shard first; each seeds its dropout with [`shard_seed`]`(seed, shard)`
-/// first. The losses should be scaled so that their sum is the batch's loss (a shard's mean
+/// workers ([`map_parallel`]), the last shard first; shard `k` seeds its dropout with
+/// [`shard_seed`]`(seed, first + k)` first (`first`: its batch index of the first shard). The losses should be scaled so that their sum is the batch's loss (a shard's mean
 /// times its share of the rows). Callers order the rows by length first: each shard then pads
 /// to its own longest row, far less than the batch's (see [`by_length`]).
 pub fn shard_gradients<AB, M, R, F>(
     module: &M,
-    n: usize,
-    shards: usize,
+    shards: &[Range<usize>],
+    first: usize,
     threads: usize,
     seed: u64,
     loss: F,
@@ -95,12 +116,12 @@ where
     R: Send,
     F: Fn(&M, Range<usize>) -> (Tensor<AB, 1>, R) + Sync,
 {
-    let ranges = shard_ranges(n, shards);
+    let ranges = shards;
     // The workers take the costliest shards (the caller's last) first, so that long and short
     // shards balance across them; the results come back in shard order.
     let copies: Vec<(usize, M)> = (0..ranges.len()).rev().map(|k| (k, fork(module))).collect();
     let mut results = map_parallel(copies, threads, |_, (shard, copy)| {
-        seed_dropout(shard_seed(seed, shard));
+        seed_dropout(shard_seed(seed, first + shard));
         let (value, extra) = loss(&copy, ranges[shard].clone());
         (GradientsParams::from_grads(value.backward(), &copy), extra)
     });
@@ -124,6 +145,19 @@ mod tests {
         assert_eq!(shard_ranges(5, 1), vec![0..5]);
         assert_eq!(shard_ranges(0, 2), Vec::<Range<usize>>::new());
         assert_eq!(shard_ranges(7, 0), vec![0..7]);
+    }
+
+    /// Peers split the batch's shards among them: together exactly the shards of one peer.
+    #[test]
+    fn peers_take_contiguous_runs_of_the_shards() {
+        assert_eq!(peer_shards(10, 3, 0, 1), (0, vec![0..4, 4..7, 7..10]));
+        assert_eq!(peer_shards(10, 4, 0, 2), (0, vec![0..3, 3..6]));
+        assert_eq!(peer_shards(10, 4, 1, 2), (2, vec![6..8, 8..10]));
+        // Fewer shards than peers: one shard each.
+        let (first, shards) = peer_shards(10, 1, 1, 2);
+        assert_eq!((first, shards.len(), &shards[0]), (1, 1, &(5..10)));
+        // Fewer rows than peers: a peer may have nothing to do.
+        assert_eq!(peer_shards(1, 2, 1, 2), (1, vec![]));
     }
 
     #[test]
@@ -171,9 +205,9 @@ mod tests {
             }
             total.unwrap().into_data().into_vec().unwrap()
         };
-        let whole = weight_grad(shard_gradients(&linear, n, 1, 1, 0, loss));
+        let whole = weight_grad(shard_gradients(&linear, &shard_ranges(n, 1), 0, 1, 0, loss));
         for (shards, threads) in [(2, 2), (3, 2), (4, 1), (9, 3)] {
-            let parts = shard_gradients(&linear, n, shards, threads, 0, loss);
+            let parts = shard_gradients(&linear, &shard_ranges(n, shards), 0, threads, 0, loss);
             assert_eq!(parts.len(), shards);
             let summed = weight_grad(parts);
             for (a, b) in whole.iter().zip(&summed) {
@@ -199,11 +233,11 @@ mod tests {
             let values = y.clone().into_data().into_vec::<f32>().unwrap();
             (y.sum(), values)
         };
-        let one: Vec<Vec<f32>> = shard_gradients(&linear, 8, 4, 1, 3, loss)
+        let one: Vec<Vec<f32>> = shard_gradients(&linear, &shard_ranges(8, 4), 0, 1, 3, loss)
             .into_iter()
             .map(|(_, v)| v)
             .collect();
-        let many: Vec<Vec<f32>> = shard_gradients(&linear, 8, 4, 4, 3, loss)
+        let many: Vec<Vec<f32>> = shard_gradients(&linear, &shard_ranges(8, 4), 0, 4, 3, loss)
             .into_iter()
             .map(|(_, v)| v)
             .collect();

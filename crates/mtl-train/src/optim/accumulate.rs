@@ -148,6 +148,48 @@ impl<B: Backend> GradAccumulator<B> {
         self.micro_batches += 1;
     }
 
+    /// Moves the gradients into one host vector laid out by `layout` (zeros for a parameter
+    /// without a gradient), followed by one flag per parameter: 1 where it has one.
+    pub(crate) fn into_flat(mut self, layout: &GradLayout) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(layout.len());
+        let mut present = Vec::with_capacity(layout.params.len());
+        for (path, n) in &layout.params {
+            match self.grads.remove(path) {
+                Some(g) => {
+                    flat.extend_from_slice(&g.host());
+                    present.push(1.0);
+                }
+                None => {
+                    flat.resize(flat.len() + n, 0.0);
+                    present.push(0.0);
+                }
+            }
+        }
+        flat.extend(present);
+        flat
+    }
+
+    /// Adds gradients laid out by [`into_flat`](Self::into_flat) (summed over peers) as one
+    /// backward pass: those of the parameters flagged as having one.
+    pub(crate) fn add_flat(&mut self, layout: &GradLayout, flat: &[f32]) {
+        let flags = &flat[layout.len() - layout.params.len()..layout.len()];
+        let mut start = 0;
+        for ((path, n), flag) in layout.params.iter().zip(flags) {
+            let values = &flat[start..start + n];
+            start += n;
+            if *flag == 0.0 {
+                continue;
+            }
+            let g = Summed::Host(values.to_vec());
+            let sum = match self.grads.remove(path) {
+                Some(acc) => acc.add(g),
+                None => g,
+            };
+            self.grads.insert(path.clone(), sum);
+        }
+        self.micro_batches += 1;
+    }
+
     /// The number of backward passes summed.
     pub fn micro_batches(&self) -> usize {
         self.micro_batches
@@ -182,6 +224,38 @@ impl<B: Backend> GradAccumulator<B> {
         let scale = 1.0 / self.micro_batches.max(1) as f64;
         let total: f64 = self.grads.values().map(Summed::squared_norm).sum();
         total.sqrt() * scale
+    }
+}
+
+/// Where each trainable parameter's gradient lies in a flat vector ([`GradAccumulator::into_flat`]).
+pub(crate) struct GradLayout {
+    /// Path and element count of each parameter that trains, in path order.
+    params: Vec<(String, usize)>,
+}
+
+impl GradLayout {
+    /// The layout of `module`'s trainable parameters.
+    pub(crate) fn of<B: Backend, M: burn::module::Module<B>>(module: &M) -> Self {
+        struct Trainable(BTreeMap<String, usize>);
+        impl<B: Backend> PathVisitor<B> for Trainable {
+            fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<B, D>>) {
+                let value = param.val();
+                if value.is_require_grad() {
+                    self.0
+                        .insert(path.to_string(), value.shape().num_elements());
+                }
+            }
+        }
+        let mut visitor = Trainable(BTreeMap::new());
+        visit_paths(module, &mut visitor);
+        Self {
+            params: visitor.0.into_iter().collect(),
+        }
+    }
+
+    /// The flat vector's length: every gradient, then one flag per parameter.
+    pub(crate) fn len(&self) -> usize {
+        self.params.iter().map(|(_, n)| n).sum::<usize>() + self.params.len()
     }
 }
 

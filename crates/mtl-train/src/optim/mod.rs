@@ -14,5 +14,6 @@ mod config;
 mod host;
 
 pub use accumulate::GradAccumulator;
+pub(crate) use accumulate::GradLayout;
 pub use adamw::{AdamW, StepStats};
 pub use config::OptimConfig;

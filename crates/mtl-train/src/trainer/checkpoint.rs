@@ -80,12 +80,14 @@ pub(super) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError {
 
 /// The model, optimizer and state a run starts from: `model` and fresh ones, or with `resume`
 /// and an existing checkpoint, the checkpoint's (refused when written with another `config`).
-/// A fresh start removes an old `metrics.jsonl`.
+/// A fresh start removes an old `metrics.jsonl` when `writes` (the run's files are this
+/// process's).
 pub(super) fn start<AB: AutodiffBackend>(
     model: MultiTaskModel<AB>,
     config: &TrainConfig,
     out: &Path,
     resume: bool,
+    writes: bool,
 ) -> Result<(MultiTaskModel<AB>, AdamW<AB::InnerBackend>, TrainState)> {
     let config_json = serde_json::to_value(config).expect("config serialises");
     let ckpt = checkpoint_dir(out);
@@ -103,7 +105,7 @@ pub(super) fn start<AB: AutodiffBackend>(
         return Ok((model, optim, state));
     }
     let metrics = out.join("metrics.jsonl");
-    if metrics.exists() {
+    if writes && metrics.exists() {
         std::fs::remove_file(&metrics).map_err(io_error(&metrics))?;
     }
     let num_layers = model.encoder.bert.num_layers();

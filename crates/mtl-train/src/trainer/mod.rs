@@ -24,6 +24,7 @@ use burn::tensor::{Tensor, TensorData};
 use mtl_encoder::runtime::default_workers;
 use mtl_model::MultiTaskModel;
 
+use crate::collective::{self, Peer, PeerGroup};
 use crate::data::Dataset;
 use crate::error::{Result, TrainError};
 use crate::loss::LossWeighting;
@@ -76,6 +77,8 @@ pub struct TrainReport {
     pub finished: bool,
     /// Seconds spent in training steps (this process).
     pub train_seconds: f64,
+    /// Seconds of those spent in all-reduces between peers (0 for one peer).
+    pub all_reduce_seconds: f64,
     /// Training sentences per second (this process).
     pub sentences_per_second: f64,
     /// `<out>/model`.
@@ -111,15 +114,84 @@ impl Trainer {
         model: MultiTaskModel<AB>,
         data: TrainData<'_>,
     ) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
+        self.fit_as(model, data, None)
+    }
+
+    /// [`fit`](Self::fit) on every peer of this process in `group`, peer `k` on `devices[k]`
+    /// (one thread each, `model` copied to each device), together with the group's other nodes
+    /// if any. Only the run's leader (rank 0) evaluates and writes files; the result is this
+    /// process's first peer's (on a node other than rank 0: its last model and a report without
+    /// evaluations). Forgets earlier collective runs of this process first.
+    pub fn fit_peers<AB: AutodiffBackend>(
+        &self,
+        model: MultiTaskModel<AB>,
+        data: TrainData<'_>,
+        devices: &[AB::Device],
+        group: &PeerGroup,
+    ) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
+        if devices.len() != group.devices() {
+            return Err(TrainError::Config(format!(
+                "{} devices given for a group of {} peers per node",
+                devices.len(),
+                group.devices()
+            )));
+        }
+        collective::reset::<AB::InnerBackend>();
+        // Every peer must start from the same weights, not draw its own lazily.
+        crate::parallel::initialise(&model);
+        let results: Vec<Result<_>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .map(|(local, device)| {
+                    let copy = model.clone().fork(device);
+                    let peer = group.peer(local);
+                    scope.spawn(move || self.fit_as(copy, data, Some(peer)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a training peer panicked"))
+                .collect()
+        });
+        // The first failure in rank order (a peer that timed out waiting for a failed one
+        // comes after it).
+        let mut first = None;
+        for result in results {
+            match result {
+                Ok(r) => first = first.or(Some(Ok(r))),
+                Err(e) => return Err(e),
+            }
+        }
+        first.expect("at least one device")
+    }
+
+    fn fit_as<AB: AutodiffBackend>(
+        &self,
+        model: MultiTaskModel<AB>,
+        data: TrainData<'_>,
+        peer: Option<Peer>,
+    ) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
         self.config.validate()?;
+        let leader = peer.as_ref().is_none_or(Peer::is_leader);
         let out = self.out.as_path();
-        std::fs::create_dir_all(out).map_err(io_error(out))?;
-        let threads = default_workers::<AB>(&model.encoder.device());
+        if leader {
+            std::fs::create_dir_all(out).map_err(io_error(out))?;
+        }
+        let device = model.encoder.device();
+        let threads = default_workers::<AB>(&device);
         let config = TrainConfig {
             shards: Some(self.config.shards.unwrap_or(threads)),
             ..self.config.clone()
         };
-        let (model, optim, state) = checkpoint::start(model, &config, out, self.options.resume)?;
+        let mut peer = peer;
+        if let Some(p) = peer.as_mut() {
+            p.register::<AB::InnerBackend>(&device)?;
+            let print = fingerprint(&config, &self.options, data, &model);
+            p.check_same::<AB::InnerBackend>(print, &device)?;
+        }
+        let (model, optim, state) =
+            checkpoint::start(model, &config, out, self.options.resume, leader)?;
         check_tasks(&model, data.train, "training")?;
         for (split, d) in [("dev", data.dev), ("test", data.test)] {
             if let Some(d) = d {
@@ -127,11 +199,40 @@ impl Trainer {
             }
         }
         let trainable = trainable(model, &config, &state)?;
-        let step = TrainStep::with_optimizer(&config, &trainable.model, optim);
+        let mut step = TrainStep::with_optimizer(&config, &trainable.model, optim);
+        if let Some(p) = peer {
+            step = step.with_peer(p, &trainable);
+        }
         let mut run = Run::new(self, &config, data, &trainable.model, step, state)?;
         let (trainable, flow) = run.epochs(trainable)?;
-        run.finish(trainable, flow)
+        let result = run.finish(trainable, flow)?;
+        Ok(result)
     }
+}
+
+/// What every peer of a run must agree on: the configuration, the options that change what
+/// is computed, the tasks and every data row.
+fn fingerprint<B: Backend>(
+    config: &TrainConfig,
+    options: &RunOptions,
+    data: TrainData<'_>,
+    model: &MultiTaskModel<B>,
+) -> u64 {
+    let mut print = collective::Fingerprint::default();
+    print.add(&serde_json::to_vec(config).expect("config serialises"));
+    print.add(format!("{:?} {:?}", options.resume, options.stop_after_steps).as_bytes());
+    print.add(format!("{:?}", model.tasks()).as_bytes());
+    for set in [Some(data.train), data.dev, data.test]
+        .into_iter()
+        .flatten()
+    {
+        print.add(format!("{:?}", set.tasks).as_bytes());
+        for example in &set.examples {
+            print.add(example.text.as_bytes());
+            print.add(format!("{:?}", example.labels).as_bytes());
+        }
+    }
+    print.value()
 }
 
 /// Fails unless `data`'s tasks are the model's (names, labels and their order).

@@ -85,6 +85,8 @@ pub(super) struct Run<'a, AB: AutodiffBackend> {
     /// Seconds in training steps and sentences trained, in this process.
     pub(super) train_seconds: f64,
     pub(super) sentences_here: u64,
+    /// Seconds of those in all-reduces between peers.
+    pub(super) all_reduce_seconds: f64,
     pub(super) best: Option<EvalRecord>,
 }
 
@@ -116,7 +118,12 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         }
         let lengths: Vec<usize> = train_split.encoded.iter().map(Encoded::len).collect();
         let schedule = schedule(&pools, config);
-        let progress = Progress::new(trainer.options.progress, schedule.total_steps, state.step);
+        let leader = step.peer().is_none_or(|p| p.is_leader());
+        let progress = Progress::new(
+            trainer.options.progress && leader,
+            schedule.total_steps,
+            state.step,
+        );
         let task_names: Vec<String> = model.tasks().iter().map(|t| t.name.clone()).collect();
         Ok(Self {
             config,
@@ -143,6 +150,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             progress,
             train_seconds: 0.0,
             sentences_here: 0,
+            all_reduce_seconds: 0.0,
             best: None,
         })
     }
@@ -177,7 +185,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         state.batch_in_epoch = 0;
         state.epoch_rng = rng;
         let mut flow = Flow::Continue;
-        if self.config.eval_every.is_none() && self.evaluate_dev(&trainable, self.state.epoch)? {
+        if self.config.eval_every.is_none() && self.dev_decision(&trainable, self.state.epoch)? {
             flow = Flow::EarlyStop;
             self.state.finished = true;
         }
@@ -211,10 +219,11 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             rows: &batch.rows,
             tasks,
         };
-        let losses = self
+        let out = self
             .step
-            .backward(&trainable, &rows, batch_rows, self.state.micro)
-            .losses;
+            .backward(&trainable, &rows, batch_rows, self.state.micro)?;
+        self.all_reduce_seconds += out.times.all_reduce;
+        let losses = out.losses;
         self.losses.add(tasks, &losses);
         let n = batch.rows.len() as u64;
         self.state.micro += 1;
@@ -265,7 +274,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             .config
             .eval_every
             .is_some_and(|n| step.is_multiple_of(n))
-            && self.evaluate_dev(trainable, self.state.epoch + 1)?
+            && self.dev_decision(trainable, self.state.epoch + 1)?
         {
             self.state.finished = true;
             return Ok(Flow::EarlyStop);
@@ -295,7 +304,26 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             .is_some_and(|n| self.state.step >= n)
     }
 
+    /// Whether this process writes the run's files: without peers, or as their leader.
+    pub(super) fn is_leader(&self) -> bool {
+        self.step.peer().is_none_or(|p| p.is_leader())
+    }
+
+    /// The dev evaluation's verdict, whether to stop early: the leader evaluates (and writes
+    /// what it found), and every peer learns its verdict.
+    fn dev_decision(&mut self, trainable: &Trainable<AB>, epoch: usize) -> Result<bool> {
+        let stop = self.is_leader() && self.evaluate_dev(trainable, epoch)?;
+        let device = self.device.clone();
+        match self.step.peer_mut() {
+            Some(peer) => peer.leader_says::<AB::InnerBackend>(stop, &device),
+            None => Ok(stop),
+        }
+    }
+
     fn save_checkpoint(&self, trainable: &Trainable<AB>) -> Result<()> {
+        if !self.is_leader() {
+            return Ok(());
+        }
         checkpoint::save(
             &self.paths.out,
             trainable,
@@ -312,9 +340,13 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         flow: Flow,
     ) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
         self.progress.finish();
-        if flow == Flow::Interrupted {
+        if let Some(peer) = self.step.peer_mut() {
+            peer.finish::<AB::InnerBackend>()?;
+        }
+        if flow == Flow::Interrupted || !self.is_leader() {
             let best = self.best.take();
-            return Ok((trainable.model.valid(), self.report(best, None, false)));
+            let finished = flow != Flow::Interrupted;
+            return Ok((trainable.model.valid(), self.report(best, None, finished)));
         }
         if flow == Flow::EarlyStop {
             eprintln!(
@@ -352,6 +384,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             steps: self.state.step,
             finished,
             train_seconds: self.train_seconds,
+            all_reduce_seconds: self.all_reduce_seconds,
             sentences_per_second: self.sentences_here as f64 / self.train_seconds.max(1e-9),
             model_dir: self.paths.model.clone(),
         }

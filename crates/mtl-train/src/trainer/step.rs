@@ -15,10 +15,11 @@ use mtl_model::MultiTaskModel;
 use super::config::TrainConfig;
 use super::eval::index_tensor;
 use super::Trainable;
+use crate::collective::Peer;
 use crate::error::Result;
 use crate::loss::{cross_entropy, uncertainty_combine, LossWeighting};
-use crate::optim::{AdamW, GradAccumulator};
-use crate::parallel::{by_length, shard_gradients};
+use crate::optim::{AdamW, GradAccumulator, GradLayout};
+use crate::parallel::{by_length, peer_shards, shard_gradients};
 use crate::schedule::clip_factor;
 use mtl_encoder::Rng;
 
@@ -46,8 +47,12 @@ pub struct Batch<'a> {
 pub struct StepTimes {
     /// The shards' forward and backward passes.
     pub forward_backward: f64,
-    /// Summing the shards' gradients into the accumulator.
+    /// Summing the shards' gradients into the accumulator (with several peers, including
+    /// [`all_reduce`](Self::all_reduce)).
     pub add: f64,
+    /// With several peers: the all-reduce of the gradients (including the wait for the
+    /// slowest peer).
+    pub all_reduce: f64,
     /// The optimizer's update (0 for a batch whose gradients were only accumulated).
     pub optim: f64,
 }
@@ -72,6 +77,8 @@ pub struct TrainStep<AB: AutodiffBackend> {
     grad_accum: usize,
     shards: usize,
     threads: usize,
+    /// With several peers: this one, and where the gradients lie in what is all-reduced.
+    peer: Option<(Peer, GradLayout)>,
 }
 
 /// Dropout seed of backward pass `micro` of a run seeded `seed`.
@@ -103,7 +110,27 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
             grad_accum: config.grad_accum,
             shards: config.shards.unwrap_or(threads),
             threads,
+            peer: None,
         }
+    }
+
+    /// The step of `peer`, one of several training `model` together: it computes its slice of
+    /// each batch's shards and sums the gradients with the other peers' ([`crate::PeerGroup`]).
+    /// This process's cores are shared among its peers.
+    pub fn with_peer(mut self, peer: Peer, model: &Trainable<AB>) -> Self {
+        self.threads = (self.threads / peer.local_peers()).max(1);
+        self.peer = Some((peer, GradLayout::of(model)));
+        self
+    }
+
+    /// The peer this step runs on, if it is one of several.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref().map(|(p, _)| p)
+    }
+
+    /// The peer, mutably (for the run's own collective calls).
+    pub(super) fn peer_mut(&mut self) -> Option<&mut Peer> {
+        self.peer.as_mut().map(|(p, _)| p)
     }
 
     /// The optimizer (to save it).
@@ -111,7 +138,7 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
         &self.optim
     }
 
-    /// The number of shards a batch is cut into.
+    /// The number of shards a batch is cut into (over all peers).
     pub fn shards(&self) -> usize {
         self.shards
     }
@@ -146,7 +173,7 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
         rows: &TrainRows<'_, AB::InnerBackend>,
         batch: Batch<'_>,
         micro: usize,
-    ) -> BatchLosses {
+    ) -> Result<BatchLosses> {
         let started = Instant::now();
         let n = batch.rows.len();
         let sorted = by_length(batch.rows, |r| rows.encoded[r].len());
@@ -159,11 +186,13 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
             task_names: &self.task_names,
             device: trainable.model.encoder.device(),
         };
+        let (rank, world) = self.peer().map_or((0, 1), |p| (p.rank(), p.world()));
+        let (first, shards) = peer_shards(n, self.shards, rank, world);
         // The shards run on the worker pool of `mtl_encoder::runtime`.
         let parts = shard_gradients(
             trainable,
-            n,
-            self.shards,
+            &shards,
+            first,
             self.threads,
             step_seed(self.seed, micro),
             |m, range| loss.of(m, range),
@@ -175,13 +204,34 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
             grads.push(g);
             losses.iter_mut().zip(v).for_each(|(sum, x)| *sum += x);
         }
-        self.acc.add_parts(trainable, grads);
+        let mut all_reduce = 0.0;
+        match &mut self.peer {
+            None => self.acc.add_parts(trainable, grads),
+            Some((peer, layout)) => {
+                let mut mine = GradAccumulator::default();
+                mine.add_parts(trainable, grads);
+                let mut flat = mine.into_flat(layout);
+                flat.extend(losses.iter().map(|&l| l as f32));
+                let device = trainable.model.encoder.device();
+                let reducing = Instant::now();
+                let summed =
+                    peer.sum_host::<AB::InnerBackend>("summing gradients", flat, &device)?;
+                all_reduce = reducing.elapsed().as_secs_f64();
+                self.acc.add_flat(layout, &summed);
+                let tail = &summed[layout.len()..];
+                losses
+                    .iter_mut()
+                    .zip(tail)
+                    .for_each(|(l, s)| *l = f64::from(*s));
+            }
+        }
         let times = StepTimes {
             forward_backward,
             add: started.elapsed().as_secs_f64() - forward_backward,
+            all_reduce,
             optim: 0.0,
         };
-        BatchLosses { losses, times }
+        Ok(BatchLosses { losses, times })
     }
 
     /// The optimizer's update with the gradients accumulated, the learning rates scaled by
@@ -200,11 +250,11 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
         batch: Batch<'_>,
         micro: usize,
         lr_factor: f64,
-    ) -> (Trainable<AB>, BatchLosses) {
-        let mut out = self.backward(&trainable, rows, batch, micro);
+    ) -> Result<(Trainable<AB>, BatchLosses)> {
+        let mut out = self.backward(&trainable, rows, batch, micro)?;
         let (next, optim) = self.apply(trainable, lr_factor);
         out.times.optim = optim;
-        (next, out)
+        Ok((next, out))
     }
 }
 

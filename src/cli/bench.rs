@@ -15,6 +15,7 @@ use mtl_model::{seed_tasks, HeadOptions, MultiTaskModel};
 use mtl_serve::{ServeConfig, ServedModel, Server};
 use mtl_train::{Batch, OptimConfig, Rng, TrainConfig, TrainRows, TrainStep, Trainable};
 
+use super::baselines::{self, Case, Measured};
 use super::error::CliError;
 use super::load_test::{self, LoadPlan};
 use super::model_ref;
@@ -59,6 +60,14 @@ pub struct Args {
     /// Requests per client of --serve (1 to 16 sentences each).
     #[arg(long, default_value_t = 50)]
     requests: usize,
+    /// Then run the peers beside --corpus (pytorch_baseline.py, ort_baseline.py) with this
+    /// Python (one with torch, sentence-transformers, transformers, onnx, onnxruntime) and print
+    /// all three side by side.
+    #[arg(long)]
+    baselines: Option<PathBuf>,
+    /// Repetitions of each peer case (the peers report medians).
+    #[arg(long, default_value_t = 2)]
+    baseline_reps: usize,
 }
 
 /// Peak resident set size since the last reset, in MiB (Linux).
@@ -103,6 +112,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         peak_rss_mib().unwrap_or(0.0)
     );
     encoder.encode(&sentences[..8.min(sentences.len())])?; // warm-up
+    let mut ours = Vec::new();
 
     for &batch in &args.batch_sizes {
         let n = if batch == 1 && args.batch1_sentences > 0 {
@@ -121,9 +131,34 @@ pub fn run(args: Args) -> Result<(), CliError> {
             n as f64 / s,
             peak_rss_mib(),
         );
+        ours.push(Measured {
+            case: Case::Encode,
+            batch,
+            per_s: n as f64 / s,
+        });
     }
     if args.train_steps > 0 {
-        bench_training(&args, &dir, &sentences)?;
+        let per_s = bench_training(&args, &dir, &sentences)?;
+        ours.push(Measured {
+            case: Case::Train,
+            batch: args.train_batch,
+            per_s,
+        });
+    }
+    if let Some(python) = &args.baselines {
+        let plan = baselines::Plan {
+            python,
+            scripts: &baselines::scripts_beside(&args.corpus),
+            model: &dir,
+            corpus: &args.corpus,
+            batch_sizes: &args.batch_sizes,
+            batch1_sentences: args.batch1_sentences,
+            reps: args.baseline_reps,
+            train: args.train_steps > 0,
+        };
+        let peers = baselines::run(&plan)?;
+        println!("CPU: {}", mtl_encoder::runtime::cpu_description());
+        baselines::print_table(&ours, &peers);
     }
     if args.serve {
         bench_serving(&args, encoder, &sentences)?;
@@ -133,7 +168,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// The trainer's step (encoder + mean pooling + heads with 3 and 2 classes, summed
 /// cross-entropy, shards on the workers, AdamW) on batches from a seeded shuffle of the corpus.
-fn bench_training(args: &Args, dir: &std::path::Path, sentences: &[&str]) -> Result<(), CliError> {
+fn bench_training(args: &Args, dir: &std::path::Path, sentences: &[&str]) -> Result<f64, CliError> {
     let encoder = SentenceEncoder::<TrainBackend>::load(dir, &device())?;
     let options = HeadOptions {
         dropout: 0.0,
@@ -195,14 +230,10 @@ fn bench_training(args: &Args, dir: &std::path::Path, sentences: &[&str]) -> Res
         }
     }
     let case = format!("multi-task training step (2 heads, AdamW, {shards} shards)");
-    row(
-        &case,
-        b,
-        (args.train_steps * b) as f64 / timed,
-        peak_rss_mib(),
-    );
+    let per_s = (args.train_steps * b) as f64 / timed;
+    row(&case, b, per_s, peak_rss_mib());
     let _ = trainable.model.valid();
-    Ok(())
+    Ok(per_s)
 }
 
 /// The server on port 0 under `--clients` concurrent clients sending `--requests` requests of

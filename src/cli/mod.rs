@@ -4,6 +4,7 @@
 //! [`CliError`], printed by [`main`] with its causes.
 
 mod args;
+mod baselines;
 mod bench;
 mod embed;
 mod error;

@@ -32,15 +32,65 @@ pub fn shard_ranges(n: usize, shards: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// The shards of a batch of `n` rows cut into `shards` (at least one per peer) that peer `rank`
-/// of `world` computes: a contiguous run of them, and the batch index of its first.
-pub fn peer_shards(
-    n: usize,
+/// Rows ordered by length (`lengths`, ascending) cut into at most `shards` contiguous,
+/// non-empty ranges of about equal work, so that no worker waits for a longer one: a shard
+/// pads to its longest row, and its work is its row count times `cost` of that length. The
+/// cut minimises the largest shard's work (long rows get shards of fewer rows); rows of one
+/// length get the cut of [`shard_ranges`].
+pub fn balanced_ranges(
+    lengths: &[usize],
     shards: usize,
+    cost: impl Fn(usize) -> f64,
+) -> Vec<Range<usize>> {
+    let n = lengths.len();
+    let shards = shards.clamp(1, n.max(1));
+    if n == 0 || lengths.first() == lengths.last() {
+        return shard_ranges(n, shards);
+    }
+    // Shards for a largest work of `limit`, taking rows from the longest down.
+    let cut = |limit: f64| -> Vec<Range<usize>> {
+        let mut ranges = Vec::new();
+        let mut end = n;
+        while end > 0 {
+            let per_row = cost(lengths[end - 1]);
+            let take = ((limit / per_row).floor() as usize).clamp(1, end);
+            ranges.push(end - take..end);
+            end -= take;
+        }
+        ranges.reverse();
+        ranges
+    };
+    let worst = |ranges: &[Range<usize>]| {
+        ranges
+            .iter()
+            .map(|r| r.len() as f64 * cost(lengths[r.end - 1]))
+            .fold(0.0, f64::max)
+    };
+    let equal = shard_ranges(n, shards);
+    let (mut low, mut high) = (0.0, worst(&equal));
+    for _ in 0..40 {
+        let mid = 0.5 * (low + high);
+        if cut(mid).len() <= shards {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    let balanced = cut(high);
+    if balanced.len() <= shards && worst(&balanced) < worst(&equal) {
+        balanced
+    } else {
+        equal
+    }
+}
+
+/// The shards of a batch cut into `all` that peer `rank` of `world` computes: a contiguous
+/// run of them, and the batch index of its first.
+pub fn peer_shards(
+    all: Vec<Range<usize>>,
     rank: usize,
     world: usize,
 ) -> (usize, Vec<Range<usize>>) {
-    let all = shard_ranges(n, shards.max(world));
     let own = shard_ranges(all.len(), world)
         .get(rank)
         .cloned()
@@ -150,14 +200,47 @@ mod tests {
     /// Peers split the batch's shards among them: together exactly the shards of one peer.
     #[test]
     fn peers_take_contiguous_runs_of_the_shards() {
-        assert_eq!(peer_shards(10, 3, 0, 1), (0, vec![0..4, 4..7, 7..10]));
-        assert_eq!(peer_shards(10, 4, 0, 2), (0, vec![0..3, 3..6]));
-        assert_eq!(peer_shards(10, 4, 1, 2), (2, vec![6..8, 8..10]));
-        // Fewer shards than peers: one shard each.
-        let (first, shards) = peer_shards(10, 1, 1, 2);
-        assert_eq!((first, shards.len(), &shards[0]), (1, 1, &(5..10)));
-        // Fewer rows than peers: a peer may have nothing to do.
-        assert_eq!(peer_shards(1, 2, 1, 2), (1, vec![]));
+        let cut = shard_ranges;
+        assert_eq!(peer_shards(cut(10, 3), 0, 1), (0, vec![0..4, 4..7, 7..10]));
+        assert_eq!(peer_shards(cut(10, 4), 0, 2), (0, vec![0..3, 3..6]));
+        assert_eq!(peer_shards(cut(10, 4), 1, 2), (2, vec![6..8, 8..10]));
+        // Fewer shards than peers: a peer may have nothing to do.
+        assert_eq!(peer_shards(cut(1, 2), 1, 2), (1, vec![]));
+    }
+
+    /// Shards of mixed lengths are cut by work: the long rows' shard has fewer rows, and the
+    /// largest shard's work is less than with equal row counts.
+    #[test]
+    fn balanced_shards_even_out_the_work() {
+        let cost = |len: usize| len as f64;
+        let work = |lengths: &[usize], ranges: &[Range<usize>]| -> f64 {
+            ranges
+                .iter()
+                .map(|r| r.len() as f64 * cost(lengths[r.end - 1]))
+                .fold(0.0, f64::max)
+        };
+        // 24 phrases of 8 tokens and 8 of 40, as a random batch of SST-2 phrases looks.
+        let lengths: Vec<usize> = [vec![8; 24], vec![40; 8]].concat();
+        let cut = balanced_ranges(&lengths, 2, cost);
+        assert_eq!(cut.len(), 2);
+        assert_eq!(
+            (cut[0].start, cut[0].end, cut[1].end),
+            (0, cut[1].start, 32)
+        );
+        assert!(cut[1].len() < 16, "{cut:?}");
+        assert!(work(&lengths, &cut) < work(&lengths, &shard_ranges(32, 2)));
+        // Equal lengths, no rows, one shard: the plain cut.
+        assert_eq!(balanced_ranges(&[5; 10], 3, cost), shard_ranges(10, 3));
+        assert_eq!(balanced_ranges(&[], 2, cost), shard_ranges(0, 2));
+        assert_eq!(balanced_ranges(&[1, 2, 3], 1, cost), shard_ranges(3, 1));
+        // Never more shards than asked, every row once, in order.
+        for shards in 1..6 {
+            let lengths: Vec<usize> = (1..=20).map(|i| i * i).collect();
+            let cut = balanced_ranges(&lengths, shards, cost);
+            assert!(cut.len() <= shards);
+            assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), 20);
+            assert!(cut.windows(2).all(|w| w[0].end == w[1].start));
+        }
     }
 
     #[test]

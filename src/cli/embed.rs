@@ -12,10 +12,8 @@ use super::model_ref;
 /// Embed sentences with a BERT sentence encoder.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a directory (config.json, model.safetensors, tokenizer.json) or a cached
-    /// Hugging Face id (org/name[@revision]).
-    #[arg(long)]
-    model: String,
+    #[command(flatten)]
+    model: model_ref::ModelArg,
     /// Sentences in, JSON Lines {"text", "embedding"} out.
     #[command(flatten)]
     io: SentenceArgs,
@@ -36,7 +34,7 @@ struct Line<'a> {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let texts = args.io.texts()?;
-    let (dir, _) = model_ref::resolve(&args.model)?;
+    let (dir, _) = args.model.resolve()?;
     let start = Instant::now();
     let mut encoder =
         SentenceEncoder::<Backend>::load(&dir, &device())?.with_batch_size(args.io.batch_size);

@@ -16,9 +16,8 @@ use super::model_ref;
 /// Score a trained model directory on labelled data.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A directory written by `mtl train`, or a cached Hugging Face id of one.
-    #[arg(long)]
-    model: String,
+    #[command(flatten)]
+    model: model_ref::ModelArg,
     /// Labelled file(s): TSV, CSV, JSON Lines or TREC .label, with the model's task columns.
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
@@ -39,7 +38,7 @@ pub struct Args {
 const CHUNK: usize = 512;
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let (dir, name) = model_ref::resolve(&args.model)?;
+    let (dir, name) = args.model.resolve()?;
     let model = MultiTaskModel::<Backend>::load(&dir, &device())?;
     let tables = args.read.read(&args.data)?;
     let data = Dataset::with_tasks(model.tasks(), &tables, args.read.skip_bad_rows)?;

@@ -8,6 +8,23 @@ use std::path::{Path, PathBuf};
 
 use super::error::CliError;
 
+/// `--model`, as the commands take it.
+#[derive(clap::Args)]
+pub struct ModelArg {
+    /// A model directory (config.json, model.safetensors, tokenizer.json; for predict, eval
+    /// and a multi-task server, one `mtl train` wrote) or a cached Hugging Face id
+    /// (org/name[@revision]).
+    #[arg(long)]
+    model: String,
+}
+
+impl ModelArg {
+    /// The directory and the name to show ([`resolve`]).
+    pub fn resolve(&self) -> Result<(PathBuf, String), CliError> {
+        resolve(&self.model)
+    }
+}
+
 /// The directory `--model` means, and the name to show for it (the id for a cached model).
 pub fn resolve(spec: &str) -> Result<(PathBuf, String), CliError> {
     let path = Path::new(spec);

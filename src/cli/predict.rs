@@ -10,10 +10,8 @@ use super::model_ref;
 /// Predict every task's label for each sentence with a trained model directory.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A directory written by `mtl train` (or `MultiTaskModel::save`), or a cached Hugging Face
-    /// id of one.
-    #[arg(long)]
-    model: String,
+    #[command(flatten)]
+    model: model_ref::ModelArg,
     /// Sentences in, JSON Lines {"text": ..., "<task>": {"label", "probability", "probabilities"}} out.
     #[command(flatten)]
     io: SentenceArgs,
@@ -21,7 +19,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let texts = args.io.texts()?;
-    let (dir, _) = model_ref::resolve(&args.model)?;
+    let (dir, _) = args.model.resolve()?;
     let mut model = MultiTaskModel::<Backend>::load(&dir, &device())?;
     model.encoder = model.encoder.with_batch_size(args.io.batch_size);
     let predictions = args.io.map_chunks(&texts, |chunk| model.predict(chunk))?;

@@ -10,10 +10,8 @@ use super::model_ref;
 /// /predict, with dynamic batching. Stops gracefully on SIGINT / SIGTERM.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A trained multi-task directory (with mtl.json), an encoder directory, or a cached
-    /// Hugging Face id.
-    #[arg(long)]
-    model: String,
+    #[command(flatten)]
+    model: model_ref::ModelArg,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -75,7 +73,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let (dir, name) = model_ref::resolve(&args.model)?;
+    let (dir, name) = args.model.resolve()?;
     let model = match ServedModel::<Backend>::load(&dir, &device())? {
         ServedModel::Encoder(e) => ServedModel::Encoder(e.with_batch_size(args.batch_size)),
         ServedModel::MultiTask(mut m) => {

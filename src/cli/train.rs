@@ -19,9 +19,8 @@ use super::seeds;
 /// Train a multi-task model (shared encoder + one head per task).
 #[derive(clap::Args)]
 pub struct Args {
-    /// Encoder to start from: a directory or a cached Hugging Face id (org/name[@revision]).
-    #[arg(long)]
-    model: String,
+    #[command(flatten)]
+    model: model_ref::ModelArg,
     /// Training file(s): TSV, CSV, JSON Lines or TREC .label (repeatable: a task may have its own file).
     #[arg(long, required = true)]
     train: Vec<PathBuf>,
@@ -279,7 +278,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         dev: dev.as_ref(),
         test: test.as_ref(),
     };
-    let (dir, name) = model_ref::resolve(&args.model)?;
+    let (dir, name) = args.model.resolve()?;
     let base = Base { dir, name };
     if args.seeds.is_some() && args.peers.nodes > 1 {
         return Err(CliError::usage("--seeds", "runs on one node only"));

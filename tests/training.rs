@@ -400,3 +400,59 @@ fn two_peers_train_what_one_peer_trains() {
         assert_eq!(files(one.path()), files(two.path()));
     }
 }
+
+/// Two peers stopped mid-run (a checkpoint by the leader) and resumed, every peer from the
+/// leader's checkpoint, end where an uninterrupted two-peer run ends.
+#[test]
+fn two_peers_resume_from_the_leaders_checkpoint() {
+    let _turn = serial();
+    let train_set = uci("train", 96, None);
+    let dev = uci("dev", 32, Some(&train_set.tasks));
+    let data = TrainData {
+        train: &train_set,
+        dev: Some(&dev),
+        test: None,
+    };
+    let config = TrainConfig {
+        batch_size: 32,
+        shards: Some(2),
+        ..config(2)
+    };
+    let group = mtl::train::PeerGroup::new(2);
+    let devices = vec![Default::default(); 2];
+    let run = |out: &Path, options: RunOptions| {
+        let trainer = Trainer::new(config.clone(), out, options);
+        trainer
+            .fit_peers(tiny_model(&train_set), data, &devices, &group)
+            .unwrap()
+            .1
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let full = run(whole.path(), RunOptions::default());
+    assert!(full.finished);
+    let parts = tempfile::tempdir().unwrap();
+    let stop = RunOptions {
+        stop_after_steps: Some(4),
+        ..RunOptions::default()
+    };
+    assert!(!run(parts.path(), stop).finished);
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let resumed = run(parts.path(), resume);
+    assert!(resumed.finished);
+    assert_eq!(resumed.steps, full.steps);
+    assert_eq!(
+        params_of(&whole.path().join("model")),
+        params_of(&parts.path().join("model"))
+    );
+    let dev_lines = |dir: &Path| -> Vec<serde_json::Value> {
+        jsonl(&dir.join("metrics.jsonl"))
+            .into_iter()
+            .filter(|r| r["split"] == "dev")
+            .map(|r| r["tasks"].clone())
+            .collect()
+    };
+    assert_eq!(dev_lines(whole.path()), dev_lines(parts.path()));
+}

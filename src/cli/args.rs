@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::CliError;
+use super::model_ref::ModelArg;
 
-/// Where the sentences come from and where the results go.
-#[derive(clap::Args, Debug)]
+/// The model, where the sentences come from and where the results go.
+#[derive(clap::Args)]
 pub struct SentenceArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
     /// A file with one sentence per line (taken verbatim; an empty line is an empty sentence).
     #[arg(long)]
     pub input: Option<PathBuf>,

@@ -98,6 +98,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let device = device();
 
     println!("CPU: {}", mtl_encoder::runtime::cpu_description());
+    println!("matrix products: {}", mtl_encoder::ops::matrix_product());
     println!("| backend | case | batch | sentences/s | peak RSS (MiB) |");
     println!("|---|---|---|---|---|");
     reset_peak_rss();

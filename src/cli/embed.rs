@@ -7,13 +7,10 @@ use mtl_encoder::{Pooling, SentenceEncoder};
 
 use super::args::{write_jsonl, SentenceArgs};
 use super::error::CliError;
-use super::model_ref;
 
 /// Embed sentences with a BERT sentence encoder.
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    model: model_ref::ModelArg,
     /// Sentences in, JSON Lines {"text", "embedding"} out.
     #[command(flatten)]
     io: SentenceArgs,
@@ -34,7 +31,7 @@ struct Line<'a> {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let texts = args.io.texts()?;
-    let (dir, _) = args.model.resolve()?;
+    let (dir, _) = args.io.model.resolve()?;
     let start = Instant::now();
     let mut encoder =
         SentenceEncoder::<Backend>::load(&dir, &device())?.with_batch_size(args.io.batch_size);

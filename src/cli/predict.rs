@@ -5,13 +5,10 @@ use mtl_model::MultiTaskModel;
 
 use super::args::{write_jsonl, SentenceArgs};
 use super::error::CliError;
-use super::model_ref;
 
 /// Predict every task's label for each sentence with a trained model directory.
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    model: model_ref::ModelArg,
     /// Sentences in, JSON Lines {"text": ..., "<task>": {"label", "probability", "probabilities"}} out.
     #[command(flatten)]
     io: SentenceArgs,
@@ -19,7 +16,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let texts = args.io.texts()?;
-    let (dir, _) = args.model.resolve()?;
+    let (dir, _) = args.io.model.resolve()?;
     let mut model = MultiTaskModel::<Backend>::load(&dir, &device())?;
     model.encoder = model.encoder.with_batch_size(args.io.batch_size);
     let predictions = args.io.map_chunks(&texts, |chunk| model.predict(chunk))?;

@@ -31,6 +31,15 @@ mod kernel {
     pub(crate) use declined as gelu;
     pub(crate) use declined as layer_norm;
     pub(crate) use declined as linear;
+    pub(crate) fn product_name() -> &'static str {
+        "the backend's own"
+    }
+}
+
+/// Which matrix product the burn-ndarray kernels use on this CPU (chosen at run time), for
+/// benchmark reports.
+pub fn matrix_product() -> &'static str {
+    kernel::product_name()
 }
 
 use burn::tensor::backend::Backend;

@@ -10,10 +10,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Ix2};
 
-use super::{primitive, tensor, view, view2, wrap2, Ad, AdPrimitive, Bridge, Inner};
+use super::{primitive, product, tensor, view, view2, wrap2, Ad, AdPrimitive, Bridge, Inner};
 use crate::ops::inputs::AttentionInputs;
 use crate::ops::math::exp_f32;
 use crate::runtime::dropout_mask;
@@ -68,7 +67,7 @@ fn attention_forward(
         for h in 0..heads {
             let block = dims.block(b, h);
             let (qb, kb, vb) = (q.slice(block), k.slice(block), v.slice(block));
-            general_mat_mul(dims.scale, &qb, &kb.t(), 0.0, &mut scores);
+            product(dims.scale, &qb, &kb.t(), 0.0, &mut scores);
             let probs = scores.as_slice_mut().expect("fresh arrays are contiguous");
             for row in probs.chunks_exact_mut(seq) {
                 softmax_row(row, mask);
@@ -83,7 +82,7 @@ fn attention_forward(
                 }
             }
             let mut ctx = out.slice_mut(block);
-            general_mat_mul(1.0, &scores, &vb, 0.0, &mut ctx);
+            product(1.0, &scores, &vb, 0.0, &mut ctx);
         }
     }
     (out, kept)
@@ -247,12 +246,12 @@ impl Backward<Inner, 3> for AttentionStep {
                     if let Some(mask) = mask {
                         pd.iter_mut().zip(mask).for_each(|(x, m)| *x *= m);
                     }
-                    general_mat_mul(1.0, &dropped.t(), &gb, 0.0, &mut dv.slice_mut(block));
+                    product(1.0, &dropped.t(), &gb, 0.0, &mut dv.slice_mut(block));
                 }
                 if dq.is_none() && dk.is_none() {
                     continue;
                 }
-                general_mat_mul(1.0, &gb, &v.slice(block).t(), 0.0, &mut ds);
+                product(1.0, &gb, &v.slice(block).t(), 0.0, &mut ds);
                 let dsv = ds.as_slice_mut().expect("contiguous");
                 if let Some(mask) = mask {
                     dsv.iter_mut().zip(mask).for_each(|(x, m)| *x *= m);
@@ -264,7 +263,7 @@ impl Backward<Inner, 3> for AttentionStep {
                         .for_each(|(d, p)| *d = p * (*d - dot));
                 }
                 if let Some(dq) = dq.as_mut() {
-                    general_mat_mul(
+                    product(
                         dims.scale,
                         &ds,
                         &k.slice(block),
@@ -273,7 +272,7 @@ impl Backward<Inner, 3> for AttentionStep {
                     );
                 }
                 if let Some(dk) = dk.as_mut() {
-                    general_mat_mul(
+                    product(
                         dims.scale,
                         &ds.t(),
                         &q.slice(block),

@@ -7,10 +7,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Axis, Ix1};
 
-use super::{matmul, primitive, tensor, view, view2, wrap, wrap2, Ad, AdPrimitive, Bridge, Inner};
+use super::{
+    matmul, primitive, product, tensor, view, view2, wrap, wrap2, Ad, AdPrimitive, Bridge, Inner,
+};
 use crate::ops::inputs::LinearInputs;
 
 /// `x·w + b` for `f32` tensors.
@@ -22,7 +23,7 @@ fn forward(x: &NdArrayTensor, w: &NdArrayTensor, b: &NdArrayTensor) -> NdArrayTe
         &b.broadcast((x.nrows(), w.ncols()))
             .expect("bias of the output width"),
     );
-    general_mat_mul(1.0, &x, &w, 1.0, &mut out);
+    product(1.0, &x, &w, 1.0, &mut out);
     wrap2(out)
 }
 

@@ -24,6 +24,7 @@ mod attention;
 mod gelu;
 mod layer_norm;
 mod linear;
+mod product;
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
@@ -32,13 +33,14 @@ use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::{Backend, BackendTypes};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Ix2};
 
 pub(crate) use attention::attention;
 pub(crate) use gelu::gelu;
 pub(crate) use layer_norm::layer_norm;
 pub(crate) use linear::linear;
+use product::product;
+pub(crate) use product::product_name;
 
 type Inner = NdArray;
 type Ad = Autodiff<Inner>;
@@ -132,6 +134,6 @@ fn contiguous(tensor: &NdArrayTensor) -> Cow<'_, [f32]> {
 /// `a·b`, one matrix product on the views' strides.
 fn matmul(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
     let mut out = Array2::zeros((a.nrows(), b.ncols()));
-    general_mat_mul(1.0, a, b, 0.0, &mut out);
+    product(1.0, a, b, 0.0, &mut out);
     out
 }

@@ -322,24 +322,37 @@ fn every_parameter_path_gets_its_learning_rate_group() {
     );
 }
 
+/// The peers' tests' data: 96 UCI training rows and 32 dev rows.
+fn peer_data() -> (Dataset, Dataset) {
+    let train_set = uci("train", 96, None);
+    let dev = uci("dev", 32, Some(&train_set.tasks));
+    (train_set, dev)
+}
+
+/// The peers' tests' recipe: batch 32 in 2 shards.
+fn peer_config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        batch_size: 32,
+        shards: Some(2),
+        ..config(epochs)
+    }
+}
+
 /// Two peers in one process (burn-collective all-reduce) train the model one peer trains with
 /// the same shard count: the same parameters after each of 3 steps at batch 32 and the same
 /// loss curve; only the leader writes files, the same files.
 #[test]
 fn two_peers_train_what_one_peer_trains() {
     let _turn = serial();
-    let train_set = uci("train", 96, None);
-    let dev = uci("dev", 32, Some(&train_set.tasks));
+    let (train_set, dev) = peer_data();
     let data = TrainData {
         train: &train_set,
         dev: Some(&dev),
         test: None,
     };
     let config = TrainConfig {
-        batch_size: 32,
         eval_every: Some(1),
-        shards: Some(2),
-        ..config(1)
+        ..peer_config(1)
     };
     let run = |steps: usize, peers: usize| {
         let out = tempfile::tempdir().unwrap();
@@ -406,18 +419,13 @@ fn two_peers_train_what_one_peer_trains() {
 #[test]
 fn two_peers_resume_from_the_leaders_checkpoint() {
     let _turn = serial();
-    let train_set = uci("train", 96, None);
-    let dev = uci("dev", 32, Some(&train_set.tasks));
+    let (train_set, dev) = peer_data();
     let data = TrainData {
         train: &train_set,
         dev: Some(&dev),
         test: None,
     };
-    let config = TrainConfig {
-        batch_size: 32,
-        shards: Some(2),
-        ..config(2)
-    };
+    let config = peer_config(2);
     let group = mtl::train::PeerGroup::new(2);
     let devices = vec![Default::default(); 2];
     let run = |out: &Path, options: RunOptions| {

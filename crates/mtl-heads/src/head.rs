@@ -121,6 +121,7 @@ fn seeded_linear<B: Backend>(
     Linear {
         weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
         bias: Some(Param::from_data(TensorData::new(bias, [d_out]), device)),
+        prepared: Default::default(),
     }
 }
 

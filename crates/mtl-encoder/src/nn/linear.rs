@@ -35,7 +35,11 @@ impl LinearConfig {
             self.initializer
                 .init_with([self.d_output], d_in, d_out, device)
         });
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            prepared: Default::default(),
+        }
     }
 }
 
@@ -47,13 +51,18 @@ pub struct Linear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     /// `[d_output]`
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// The weight as the backend's kernel prepares it (not saved; rebuilt when the weight
+    /// changes).
+    #[module(skip)]
+    pub prepared: ops::Prepared,
 }
 
 impl<B: Backend> Linear<B> {
     /// # Shapes
     /// - x: `[rows, d_input]` -> `[rows, d_output]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        ops::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let bias = self.bias.as_ref().map(|b| b.val());
+        ops::linear(x, self.weight.val(), bias, &self.prepared)
     }
 
     /// The input width.

@@ -2,8 +2,13 @@
 
 use burn::tensor::Tensor;
 
-/// The inputs of [`super::linear`]: x, weight, bias.
-pub(crate) type LinearInputs<B> = (Tensor<B, 2>, Tensor<B, 2>, Option<Tensor<B, 1>>);
+/// The inputs of [`super::linear`]: x, weight, bias, the layer's prepared slot.
+pub(crate) type LinearInputs<'a, B> = (
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+    Option<Tensor<B, 1>>,
+    &'a super::Prepared,
+);
 /// The inputs of [`super::attention`]: q, k, v, mask_bias, heads, dropout probability.
 pub(crate) type AttentionInputs<B> = (
     Tensor<B, 2>,

@@ -42,8 +42,31 @@ pub fn matrix_product() -> &'static str {
     kernel::product_name()
 }
 
+use std::any::Any;
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+
+/// A layer's slot for a form of its weight that a kernel prepares once and reuses (the
+/// burn-ndarray kernel keeps the weight packed for products of few rows there). The kernel
+/// checks that what the slot holds was made from the weight it is given, and prepares it again
+/// when the weight has changed; clones share the slot.
+#[derive(Clone, Default)]
+pub struct Prepared(Arc<Mutex<Option<Arc<dyn Any + Send + Sync>>>>);
+
+impl Prepared {
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Arc<dyn Any + Send + Sync>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared")
+    }
+}
 
 /// The routing rule: the kernel takes the inputs, or hands them back to `fallback`.
 fn route<I, O>(
@@ -54,7 +77,8 @@ fn route<I, O>(
     kernel(inputs).unwrap_or_else(fallback)
 }
 
-/// `x·W + b` (`W` stored `[d_input, d_output]`, as burn's `Linear`).
+/// `x·W + b` (`W` stored `[d_input, d_output]`, as burn's `Linear`), with the layer's
+/// [`Prepared`] slot (a fresh `Prepared::default()` works, and prepares nothing ahead).
 ///
 /// # Shapes
 /// - x: `[rows, d_input]`, weight: `[d_input, d_output]`, bias: `[d_output]` -> `[rows, d_output]`
@@ -62,8 +86,13 @@ pub fn linear<B: Backend>(
     x: Tensor<B, 2>,
     weight: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
+    prepared: &Prepared,
 ) -> Tensor<B, 2> {
-    route((x, weight, bias), kernel::linear, reference::linear)
+    route(
+        (x, weight, bias, prepared),
+        kernel::linear,
+        reference::linear,
+    )
 }
 
 /// Multi-head scaled dot-product attention over tokens flattened to rows:

@@ -12,7 +12,7 @@ use super::inputs::{AttentionInputs, LayerNormInputs, LinearInputs};
 use crate::runtime::dropout_mask;
 
 /// burn's `linear`.
-pub(super) fn linear<B: Backend>((x, weight, bias): LinearInputs<B>) -> Tensor<B, 2> {
+pub(super) fn linear<B: Backend>((x, weight, bias, _): LinearInputs<B>) -> Tensor<B, 2> {
     burn::tensor::module::linear(x, weight, bias)
 }
 

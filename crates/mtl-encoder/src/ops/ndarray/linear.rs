@@ -7,30 +7,45 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use ndarray::{Array2, Axis, Ix1};
+use ndarray::{Array2, Axis};
 
 use super::{
-    matmul, primitive, product, tensor, view, view2, wrap, wrap2, Ad, AdPrimitive, Bridge, Inner,
+    contiguous, matmul, packed, primitive, product, tensor, view2, wrap, wrap2, wrap_shaped, Ad,
+    AdPrimitive, Bridge, Inner,
 };
 use crate::ops::inputs::LinearInputs;
+use crate::ops::Prepared;
 
-/// `x·w + b` for `f32` tensors.
-fn forward(x: &NdArrayTensor, w: &NdArrayTensor, b: &NdArrayTensor) -> NdArrayTensor {
-    let (x, w) = (view2(x), view2(w));
-    let b = view(b).into_dimensionality::<Ix1>().expect("a rank-1 bias");
-    let mut out = Array2::zeros((x.nrows(), w.ncols()));
-    out.assign(
-        &b.broadcast((x.nrows(), w.ncols()))
-            .expect("bias of the output width"),
-    );
-    product(1.0, &x, &w, 1.0, &mut out);
+/// `x·w + b` for `f32` tensors: on the weight packed in `prepared` when the product has few
+/// rows ([`packed`]), else one product into rows that start as the bias (no pass to zero them).
+fn forward(
+    x: &NdArrayTensor,
+    w: &NdArrayTensor,
+    b: &NdArrayTensor,
+    prepared: Option<&Prepared>,
+) -> NdArrayTensor {
+    let (xv, wv) = (view2(x), view2(w));
+    let (rows, d_out) = (xv.nrows(), wv.ncols());
+    let bias = contiguous(b);
+    assert_eq!(bias.len(), d_out, "bias of the output width");
+    if let Some(prepared) = prepared.filter(|_| packed::takes(&xv, d_out)) {
+        let mut values = vec![0.0; rows * d_out];
+        packed::product(&xv, &packed::packed(w, prepared), &bias, &mut values);
+        return wrap_shaped(values, &[rows, d_out]);
+    }
+    let mut values = Vec::with_capacity(rows * d_out);
+    for _ in 0..rows {
+        values.extend_from_slice(&bias);
+    }
+    let mut out = Array2::from_shape_vec((rows, d_out), values).expect("sizes agree");
+    product(1.0, &xv, &wv, 1.0, &mut out);
     wrap2(out)
 }
 
 /// The kernel when `B` is burn-ndarray, the tensors are `f32` and there is a bias; the inputs
 /// back otherwise.
 pub(crate) fn linear<B: Backend>(inputs: LinearInputs<B>) -> Result<Tensor<B, 2>, LinearInputs<B>> {
-    let (x, weight, Some(bias)) = inputs else {
+    let (x, weight, Some(bias), prepared) = inputs else {
         return Err(inputs);
     };
     match Bridge::of::<B>(&[x.dtype(), weight.dtype(), bias.dtype()]) {
@@ -38,7 +53,7 @@ pub(crate) fn linear<B: Backend>(inputs: LinearInputs<B>) -> Result<Tensor<B, 2>
             let x = primitive::<B, Inner, 2>(x);
             let w = primitive::<B, Inner, 2>(weight);
             let b = primitive::<B, Inner, 1>(bias);
-            Ok(tensor::<B, Inner, 2>(forward(&x, &w, &b)))
+            Ok(tensor::<B, Inner, 2>(forward(&x, &w, &b, Some(prepared))))
         }
         Some(Bridge::Autodiff) => {
             let x = primitive::<B, Ad, 2>(x);
@@ -46,7 +61,7 @@ pub(crate) fn linear<B: Backend>(inputs: LinearInputs<B>) -> Result<Tensor<B, 2>
             let b = primitive::<B, Ad, 1>(bias);
             Ok(tensor::<B, Ad, 2>(tracked(x, w, b)))
         }
-        None => Err((x, weight, Some(bias))),
+        None => Err((x, weight, Some(bias), prepared)),
     }
 }
 
@@ -76,7 +91,7 @@ impl Backward<Inner, 3> for LinearStep {
 }
 
 fn tracked(x: AdPrimitive, w: AdPrimitive, b: AdPrimitive) -> AdPrimitive {
-    let y = forward(&x.primitive, &w.primitive, &b.primitive);
+    let y = forward(&x.primitive, &w.primitive, &b.primitive, None);
     match LinearStep
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
         .compute_bound()
@@ -94,22 +109,51 @@ fn tracked(x: AdPrimitive, w: AdPrimitive, b: AdPrimitive) -> AdPrimitive {
 #[cfg(test)]
 mod tests {
     use burn::backend::NdArray;
+
+    use crate::ops::{reference, Prepared};
     use burn::tensor::backend::Backend;
     use burn::tensor::Tensor;
 
-    use crate::ops::reference;
     use crate::ops::testing::{assert_close, normal, test_linear, values, AB};
 
     /// Through the kernel, which must take the inputs.
     fn linear<B: Backend>((w, b): &(Tensor<B, 2>, Tensor<B, 1>), x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let Ok(y) = super::linear((x, w.clone(), Some(b.clone()))) else {
+        linear_with(&Prepared::default(), (w, b), x)
+    }
+
+    fn linear_with<B: Backend>(
+        prepared: &Prepared,
+        (w, b): (&Tensor<B, 2>, &Tensor<B, 1>),
+        x: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let Ok(y) = super::linear((x, w.clone(), Some(b.clone()), prepared)) else {
             panic!("the kernel takes f32 burn-ndarray tensors")
         };
         y
     }
 
     fn by_burn<B: Backend>((w, b): &(Tensor<B, 2>, Tensor<B, 1>), x: Tensor<B, 2>) -> Tensor<B, 2> {
-        reference::linear((x, w.clone(), Some(b.clone())))
+        reference::linear((x, w.clone(), Some(b.clone()), &Prepared::default()))
+    }
+
+    /// Few rows (the packed weight, where the CPU has it) and many rows equal burn's; one slot
+    /// handed a changed weight uses the new one.
+    #[test]
+    fn few_and_many_rows_equal_burns_as_the_weight_changes() {
+        let prepared = Prepared::default();
+        let (w, b) = test_linear::<NdArray>(40, 64);
+        for scale in [1.0, -0.5] {
+            let layer = (w.clone() * scale, b.clone());
+            for rows in [1, 3, 21, 200] {
+                let x = normal::<NdArray, 2>([rows, 40], 0.0, 1.0, rows as u64);
+                assert_close(
+                    &values(linear_with(&prepared, (&layer.0, &layer.1), x.clone())),
+                    &values(by_burn(&layer, x)),
+                    1e-5,
+                    &format!("y of {rows} rows, weight scaled by {scale}"),
+                );
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod attention;
 mod gelu;
 mod layer_norm;
 mod linear;
+mod packed;
 mod product;
 
 use std::any::{Any, TypeId};

@@ -1,8 +1,9 @@
 //! The kernels' matrix product `c = α·a·b + β·c` on strided views, with the implementation
 //! picked once at run time for the CPU: on a CPU with AVX-512 the `gemm` crate's AVX-512
 //! kernels; elsewhere ndarray's product, which is matrixmultiply's AVX2/FMA kernels (or BLAS
-//! in the `openblas` build, which keeps BLAS everywhere). `MTL_MATMUL=gemm|ndarray` overrides
-//! the choice (for measuring and testing both).
+//! in the `openblas` build, which keeps BLAS everywhere); products of few rows take the packed
+//! kernel instead ([`super::packed`]). `MTL_MATMUL=gemm|ndarray` names one product for all of
+//! them (for measuring and testing each).
 
 use std::sync::OnceLock;
 
@@ -18,24 +19,44 @@ pub(crate) enum Product {
     Ndarray,
 }
 
-/// The implementation this process uses.
-pub(crate) fn chosen() -> Product {
-    static CHOICE: OnceLock<Product> = OnceLock::new();
-    *CHOICE.get_or_init(|| match std::env::var("MTL_MATMUL").as_deref() {
-        Ok("gemm") => Product::Gemm,
-        Ok("ndarray") => Product::Ndarray,
-        _ if cfg!(feature = "openblas") => Product::Ndarray,
-        _ if avx512() => Product::Gemm,
-        _ => Product::Ndarray,
+/// The product `MTL_MATMUL` names, if it names one.
+fn named() -> Option<Product> {
+    static NAMED: OnceLock<Option<Product>> = OnceLock::new();
+    *NAMED.get_or_init(|| match std::env::var("MTL_MATMUL").as_deref() {
+        Ok("gemm") => Some(Product::Gemm),
+        Ok("ndarray") => Some(Product::Ndarray),
+        _ => None,
     })
 }
 
-/// [`chosen`], in words.
+/// Whether the kernels choose per product (`MTL_MATMUL` unset): then products of few rows
+/// take the packed kernel ([`super::packed`]) where the CPU has its vector instructions.
+pub(crate) fn automatic() -> bool {
+    named().is_none()
+}
+
+/// The implementation this process uses for products the packed kernel does not take.
+pub(crate) fn chosen() -> Product {
+    match named() {
+        Some(product) => product,
+        None if cfg!(feature = "openblas") => Product::Ndarray,
+        None if avx512() => Product::Gemm,
+        None => Product::Ndarray,
+    }
+}
+
+/// [`chosen`] and the packed kernel, in words.
 pub(crate) fn product_name() -> &'static str {
-    match chosen() {
-        Product::Gemm => "gemm crate (AVX-512 kernels where the CPU has them)",
-        Product::Ndarray if cfg!(feature = "openblas") => "OpenBLAS",
-        Product::Ndarray => "matrixmultiply (AVX2/FMA kernels)",
+    let packed = automatic() && super::packed::available();
+    match (chosen(), packed) {
+        (Product::Gemm, true) => "gemm crate (AVX-512), packed weights for up to 96 rows",
+        (Product::Gemm, false) => "gemm crate (AVX-512 kernels where the CPU has them)",
+        (Product::Ndarray, true) if cfg!(feature = "openblas") => {
+            "OpenBLAS, packed weights for up to 96 rows"
+        }
+        (Product::Ndarray, false) if cfg!(feature = "openblas") => "OpenBLAS",
+        (Product::Ndarray, true) => "matrixmultiply (AVX2/FMA), packed weights for up to 96 rows",
+        (Product::Ndarray, false) => "matrixmultiply (AVX2/FMA kernels)",
     }
 }
 
@@ -61,7 +82,7 @@ pub(crate) fn product<A, B, S>(
     product_with(chosen(), alpha, &a.view(), &b.view(), beta, c)
 }
 
-fn product_with<S: DataMut<Elem = f32>>(
+pub(super) fn product_with<S: DataMut<Elem = f32>>(
     how: Product,
     alpha: f32,
     a: &ArrayView2<f32>,

@@ -122,17 +122,32 @@ fn batch_sizes_agree() {
     let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
     let enc = encoder();
     let one = enc.clone().with_batch_size(1).encode_vec(&texts).unwrap();
-    for size in [7, 40] {
+    // The CPU default caps a forward pass at 1024 padded tokens; a cap of 16 tokens puts the
+    // longer sentences alone and the shorter ones in pairs and threes.
+    assert_eq!(
+        enc.settings.max_batch_tokens,
+        mtl::encoder::DEFAULT_CPU_BATCH_TOKENS
+    );
+    let encoded = enc.tokenize(&texts).unwrap();
+    let capped = enc.clone().with_max_batch_tokens(16);
+    let batches = capped.sorted_batches(&encoded, 40);
+    assert!(batches.len() > 1 && batches.len() < texts.len());
+    for rows in &batches {
+        let longest = rows.iter().map(|&r| encoded[r].len()).max().unwrap();
+        assert!(rows.len() == 1 || rows.len() * longest <= 16, "{rows:?}");
+    }
+    for (size, cap) in [(7, 1024), (40, 1024), (40, 0), (40, 16)] {
         let other = enc
             .clone()
             .with_batch_size(size)
+            .with_max_batch_tokens(cap)
             .encode_vec(&texts)
             .unwrap();
         for (a, b) in one.iter().zip(&other) {
             let d = max_abs_diff(a, b);
             assert!(
                 d <= 1e-5,
-                "batch size {size} differs from batch size 1 by {d}"
+                "batch size {size} (cap {cap} tokens) differs from batch size 1 by {d}"
             );
         }
     }

@@ -28,4 +28,5 @@ pub use runtime::{blas_threads, seed_dropout, tune_allocator, Rng, SingleThreade
 pub use sentence::{
     l2_normalize, length_sorted_batches, token_budget_batches, Encoded, EncoderSettings, Pooling,
     PoolingConfig, SentenceEncoder, SentenceTokenizer, TokenBatch, DEFAULT_BATCH_SIZE,
+    DEFAULT_CPU_BATCH_TOKENS,
 };

@@ -262,7 +262,7 @@ async fn openai_embeddings(
             .map(|(index, row)| {
                 let v = embedding(row, dim, true);
                 let embedding = if base64 {
-                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let bytes = mtl_encoder::io::f32_le_bytes(&v);
                     json!(base64::engine::general_purpose::STANDARD.encode(bytes))
                 } else {
                     json!(v)

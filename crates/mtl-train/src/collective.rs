@@ -228,12 +228,8 @@ impl Peer {
     ) -> Result<Vec<f32>> {
         let n = values.len();
         let tensor = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device);
-        // The peers' results share one buffer, and burn-ndarray copies a shared tensor out
-        // element by element (0.6 s for MiniLM's gradients): one vectorised pass into a buffer
-        // of this peer's own first.
-        let summed = self.sum(what, tensor)?.mul_scalar(1.0);
-        let summed = summed.into_data().convert::<f32>();
-        Ok(summed.into_vec::<f32>().expect("converted to f32"))
+        // The peers' results share one buffer: copied out in one pass (see `host_values`).
+        Ok(mtl_encoder::ops::host_values(self.sum(what, tensor)?))
     }
 
     /// The leader's `flag`, known to every peer.

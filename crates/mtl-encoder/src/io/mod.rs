@@ -12,4 +12,6 @@ pub use key_table::{
     LAYER_NORM_ALIASES,
 };
 pub use paths::{map_paths, param_paths, visit_paths, PathMapper, PathVisitor};
-pub use safetensors::{load_module, module_tensors, serialize_tensors, Checkpoint, NamedTensors};
+pub use safetensors::{
+    f32_le_bytes, load_module, module_tensors, serialize_tensors, Checkpoint, NamedTensors,
+};

@@ -10,6 +10,7 @@
 //! need this serializer for optimizer state and would lose the check that every parameter has
 //! a key.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -235,11 +236,7 @@ impl<B: Backend, F: Fn(&str) -> Option<(String, Layout)>> PathVisitor<B> for Col
         };
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
-        let values = tensor
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("converted to f32");
+        let values = crate::ops::host_values(tensor);
         let entry = match layout {
             Layout::AsIs => (shape, values),
             Layout::Transpose => (
@@ -269,18 +266,24 @@ pub fn module_tensors<B: Backend, M: Module<B>>(
     }
 }
 
+/// `values` as little-endian bytes, safetensors' layout: the values' own memory on
+/// little-endian CPUs. (Byte by byte through an iterator, a 270 MB checkpoint took about 1.5 s
+/// on 2 cores.)
+pub fn f32_le_bytes(values: &[f32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(values))
+    } else {
+        Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
 /// Serialises named f32 tensors to safetensors bytes (deterministic: sorted by name).
 pub fn serialize_tensors(tensors: &NamedTensors) -> Vec<u8> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let bytes: Vec<Cow<'_, [u8]>> = tensors.values().map(|(_, v)| f32_le_bytes(v)).collect();
+    let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, (shape, values))| {
-            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), shape.clone(), data)
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(name, shape, data)| {
+        .zip(&bytes)
+        .map(|((name, (shape, _)), data)| {
             let view =
                 TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data");
             (name.clone(), view)

@@ -28,12 +28,26 @@ mod kernel {
         Err(inputs)
     }
     pub(crate) use declined as attention;
+    pub(crate) use declined as host_values;
     pub(crate) use declined as gelu;
     pub(crate) use declined as layer_norm;
     pub(crate) use declined as linear;
     pub(crate) fn product_name() -> &'static str {
         "the backend's own"
     }
+}
+
+/// A tensor's values on the host, in row-major order, as `f32` (for writing files and
+/// exchanging buffers). burn-ndarray tensors give up their buffer without a copy where they
+/// hold it alone and are copied in one pass where shared; other backends go through
+/// `into_data`.
+pub fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    kernel::host_values(t).unwrap_or_else(|t| {
+        t.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("converted to f32")
+    })
 }
 
 /// Which matrix product the burn-ndarray kernels use on this CPU (chosen at run time), for

@@ -259,11 +259,6 @@ impl GradLayout {
     }
 }
 
-/// Tensor data as host `f32` values in row-major order (no copy for a CPU backend's uniquely
-/// held, contiguous f32 tensor).
-pub(super) fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("converted to f32")
-}
+/// Tensor data as host `f32` values in row-major order (no copy for a burn-ndarray tensor held
+/// alone, one pass for a shared one).
+pub(super) use mtl_encoder::ops::host_values as host_vec;

@@ -24,7 +24,9 @@ struct Moments<B: Backend> {
     steps: u64,
 }
 
-/// AdamW over a module's parameters, keyed by path.
+/// AdamW over a module's parameters, keyed by path. Clones share the moments' storage until
+/// either is updated.
+#[derive(Clone)]
 pub struct AdamW<B: Backend> {
     config: OptimConfig,
     num_layers: usize,

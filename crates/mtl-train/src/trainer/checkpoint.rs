@@ -4,12 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use mtl_model::MultiTaskModel;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use super::Trainable;
 use crate::error::{Result, TrainError};
 use crate::optim::AdamW;
 use mtl_encoder::io::{fresh_partial, swap_dir};
@@ -114,15 +113,15 @@ pub(super) fn start<AB: AutodiffBackend>(
 }
 
 /// Writes `<out>/checkpoint/` (model, optimizer, state) as a whole.
-pub(super) fn save<AB: AutodiffBackend>(
+pub(super) fn save<B: Backend>(
     out: &Path,
-    trainable: &Trainable<AB>,
-    optim: &AdamW<AB::InnerBackend>,
+    model: &MultiTaskModel<B>,
+    optim: &AdamW<B>,
     state: &TrainState,
 ) -> Result<()> {
     let dir = checkpoint_dir(out);
     let partial = fresh_partial(&dir)?;
-    trainable.model.save(partial.join("model"))?;
+    model.save(partial.join("model"))?;
     optim.save(&partial)?;
     write_state(&partial, state)?;
     Ok(swap_dir(&partial, &dir)?)

@@ -257,7 +257,8 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
             state.best_score = Some(rec.mean_macro_f1);
             state.best_step = Some(state.step);
             state.evals_since_best = 0;
-            trainable.model.save(&self.paths.model)?;
+            let (model, dir) = (trainable.model.valid(), self.paths.model.clone());
+            self.writer.submit(move || Ok(model.save(&dir)?))?;
             self.best = Some(rec);
         } else {
             state.evals_since_best += 1;

@@ -15,6 +15,7 @@ mod eval;
 mod progress;
 mod run;
 mod step;
+mod writer;
 
 use std::path::{Path, PathBuf};
 

@@ -15,6 +15,7 @@ use super::config::TrainConfig;
 use super::eval::{read_best, write_results, EvalRecord, Split};
 use super::progress::{LossLog, Progress};
 use super::step::{Batch, TrainRows, TrainStep};
+use super::writer::Writer;
 use super::{TrainData, TrainReport, Trainable, Trainer};
 use crate::error::{Result, TrainError};
 use crate::sampler::{plan_epoch, pool_keys, BatchPlan, PlanOptions};
@@ -88,6 +89,8 @@ pub(super) struct Run<'a, AB: AutodiffBackend> {
     /// Seconds of those in all-reduces between peers.
     pub(super) all_reduce_seconds: f64,
     pub(super) best: Option<EvalRecord>,
+    /// Checkpoints and the best model, written while training goes on.
+    pub(super) writer: Writer,
 }
 
 impl<'a, AB: AutodiffBackend> Run<'a, AB> {
@@ -152,6 +155,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             sentences_here: 0,
             all_reduce_seconds: 0.0,
             best: None,
+            writer: Writer::default(),
         })
     }
 
@@ -320,16 +324,14 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         }
     }
 
-    fn save_checkpoint(&self, trainable: &Trainable<AB>) -> Result<()> {
+    fn save_checkpoint(&mut self, trainable: &Trainable<AB>) -> Result<()> {
         if !self.is_leader() {
             return Ok(());
         }
-        checkpoint::save(
-            &self.paths.out,
-            trainable,
-            self.step.optimizer(),
-            &self.state,
-        )
+        let (out, model) = (self.paths.out.clone(), trainable.model.valid());
+        let (optim, state) = (self.step.optimizer().clone(), self.state.clone());
+        self.writer
+            .submit(move || checkpoint::save(&out, &model, &optim, &state))
     }
 
     /// The result: the best dev model (without a dev set, the last), evaluated on test, with
@@ -340,6 +342,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         flow: Flow,
     ) -> Result<(MultiTaskModel<AB::InnerBackend>, TrainReport)> {
         self.progress.finish();
+        self.writer.wait()?;
         if let Some(peer) = self.step.peer_mut() {
             peer.finish::<AB::InnerBackend>()?;
         }

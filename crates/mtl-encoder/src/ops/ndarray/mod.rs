@@ -132,9 +132,56 @@ fn contiguous(tensor: &NdArrayTensor) -> Cow<'_, [f32]> {
     }
 }
 
+/// The values of a burn-ndarray `f32` tensor (inference or autodiff) in row-major order; the
+/// tensor back otherwise. A tensor holding its buffer alone gives it up without a copy; a shared
+/// one is copied in one pass (burn-ndarray's `into_data` copies it element by element: 1.5 s
+/// of a 270 MB checkpoint on 2 cores).
+pub(crate) fn host_values<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+) -> Result<Vec<f32>, Tensor<B, D>> {
+    let primitive = match Bridge::of::<B>(&[t.dtype()]) {
+        Some(Bridge::Inner) => primitive::<B, Inner, D>(t),
+        Some(Bridge::Autodiff) => primitive::<B, Ad, D>(t).primitive,
+        None => return Err(t),
+    };
+    if matches!(&primitive, NdArrayTensor::F32(storage) if storage.is_unique()) {
+        let tensor = Tensor::<Inner, D>::from_primitive(TensorPrimitive::Float(primitive));
+        return Ok(tensor.into_data().into_vec::<f32>().expect("an f32 tensor"));
+    }
+    Ok(contiguous(&primitive).into_owned())
+}
+
 /// `a·b`, one matrix product on the views' strides.
 fn matmul(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
     let mut out = Array2::zeros((a.nrows(), b.ncols()));
     product(1.0, a, b, 0.0, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Tensor, TensorData};
+
+    use super::{host_values, Ad, Inner};
+
+    /// Held alone, shared, transposed and under autodiff: the values burn's `into_data` gives.
+    #[test]
+    fn host_values_are_the_tensors_values() {
+        let device = Default::default();
+        let data = TensorData::new((0..12).map(|i| i as f32 * 0.5).collect::<Vec<_>>(), [3, 4]);
+        let want = |t: Tensor<Inner, 2>| t.into_data().into_vec::<f32>().unwrap();
+        let t = Tensor::<Inner, 2>::from_data(data.clone(), &device);
+        let shared = t.clone();
+        assert_eq!(host_values(t.clone()).ok().unwrap(), want(t.clone()));
+        assert_eq!(host_values(shared.clone()).ok().unwrap(), want(shared));
+        let transposed = t.clone().transpose();
+        assert_eq!(
+            host_values(transposed.clone()).ok().unwrap(),
+            want(transposed)
+        );
+        let alone = Tensor::<Inner, 2>::from_data(data.clone(), &device) * 2.0;
+        assert_eq!(host_values(alone).ok().unwrap(), want(t.clone() * 2.0));
+        let tracked = Tensor::<Ad, 2>::from_data(data, &device).require_grad();
+        assert_eq!(host_values(tracked).ok().unwrap(), want(t));
+    }
 }

@@ -23,6 +23,8 @@ pub struct Measured {
     pub case: Case,
     pub batch: usize,
     pub per_s: f64,
+    /// Peak resident set size during the case, where measured.
+    pub rss_mib: Option<f64>,
 }
 
 /// How to run the peers.
@@ -149,6 +151,7 @@ pub fn parse_ort(stdout: &str) -> Vec<Measured> {
                 case: Case::Encode,
                 batch: batch.parse().ok()?,
                 per_s,
+                rss_mib: None,
             })
         })
         .collect()
@@ -173,6 +176,7 @@ pub fn parse_pytorch(results: &serde_json::Value) -> Vec<Measured> {
                 case,
                 batch: row["batch"].as_u64()? as usize,
                 per_s: row["median_sentences_per_s"].as_f64()?,
+                rss_mib: row["peak_rss_mib"].as_f64(),
             })
         })
         .collect()
@@ -184,26 +188,33 @@ pub fn print_table(ours: &[Measured], peers: &Peers) {
     let find = |list: &[Measured], m: &Measured| {
         list.iter()
             .find(|p| p.case == m.case && p.batch == m.batch)
-            .map(|p| p.per_s)
+            .cloned()
     };
     let cell = |theirs: Option<f64>, mine: f64| match theirs {
         Some(t) => format!("{t:.1} | {:.2}x", mine / t),
         None => "- | -".to_string(),
     };
+    let rss = |mine: Option<f64>, theirs: Option<f64>| match (mine, theirs) {
+        (Some(m), Some(t)) => format!("{m:.0} / {t:.0} ({:.2}x)", m / t),
+        (Some(m), None) => format!("{m:.0} / -"),
+        _ => "-".to_string(),
+    };
     println!();
-    println!("| case | batch | mtl sentences/s | PyTorch | mtl / PyTorch | ONNX Runtime fp32 | mtl / ONNX Runtime |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| case | batch | mtl sentences/s | PyTorch | mtl / PyTorch | ONNX Runtime fp32 | mtl / ONNX Runtime | peak RSS MiB, mtl / PyTorch |");
+    println!("|---|---|---|---|---|---|---|---|");
     for m in ours {
         let case = match m.case {
             Case::Encode => "encode",
             Case::Train => "training step",
         };
+        let pytorch = find(&peers.pytorch, m);
         println!(
-            "| {case} | {} | {:.1} | {} | {} |",
+            "| {case} | {} | {:.1} | {} | {} | {} |",
             m.batch,
             m.per_s,
-            cell(find(&peers.pytorch, m), m.per_s),
-            cell(find(&peers.ort, m), m.per_s),
+            cell(pytorch.as_ref().map(|p| p.per_s), m.per_s),
+            cell(find(&peers.ort, m).map(|p| p.per_s), m.per_s),
+            rss(m.rss_mib, pytorch.and_then(|p| p.rss_mib)),
         );
     }
 }
@@ -235,7 +246,8 @@ mod tests {
     #[test]
     fn pytorch_summary_rows_are_read() {
         let json = serde_json::json!({"summary": [
-            {"case": "st_encode_b32", "batch": 32, "median_sentences_per_s": 94.5},
+            {"case": "st_encode_b32", "batch": 32, "median_sentences_per_s": 94.5,
+             "peak_rss_mib": 812.5},
             {"case": "minilm_train_b32", "batch": 32, "median_sentences_per_s": 23.0},
             {"case": "bertbase_fwd_b32", "batch": 32, "median_sentences_per_s": 9.0},
         ]});
@@ -246,10 +258,11 @@ mod tests {
             Measured {
                 case: Case::Encode,
                 batch: 32,
-                per_s: 94.5
+                per_s: 94.5,
+                rss_mib: Some(812.5),
             }
         );
-        assert_eq!(got[1].case, Case::Train);
+        assert_eq!((got[1].case, got[1].rss_mib), (Case::Train, None));
         assert!(parse_pytorch(&serde_json::json!({})).is_empty());
     }
 }

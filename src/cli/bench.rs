@@ -134,25 +134,27 @@ pub fn run(args: Args) -> Result<(), CliError> {
         reset_peak_rss();
         let start = Instant::now();
         let _ = enc.encode(&sentences[..n])?.into_data(); // waits for the backend
-        let s = start.elapsed().as_secs_f64();
+        let (s, rss_mib) = (start.elapsed().as_secs_f64(), peak_rss_mib());
         row(
             &format!("encode ({n} sentences)"),
             batch,
             n as f64 / s,
-            peak_rss_mib(),
+            rss_mib,
         );
         ours.push(Measured {
             case: Case::Encode,
             batch,
             per_s: n as f64 / s,
+            rss_mib,
         });
     }
     if args.train_steps > 0 {
-        let per_s = bench_training(&args, &dir, &sentences)?;
+        let (per_s, rss_mib) = bench_training(&args, &dir, &sentences)?;
         ours.push(Measured {
             case: Case::Train,
             batch: args.train_batch,
             per_s,
+            rss_mib,
         });
     }
     if let Some(python) = &args.baselines {
@@ -178,7 +180,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// The trainer's step (encoder + mean pooling + heads with 3 and 2 classes, summed
 /// cross-entropy, shards on the workers, AdamW) on batches from a seeded shuffle of the corpus.
-fn bench_training(args: &Args, dir: &std::path::Path, sentences: &[&str]) -> Result<f64, CliError> {
+/// Sentences per second in training steps, and the peak RSS (MiB).
+fn bench_training(
+    args: &Args,
+    dir: &std::path::Path,
+    sentences: &[&str],
+) -> Result<(f64, Option<f64>), CliError> {
     let encoder = SentenceEncoder::<TrainBackend>::load(dir, &device())?;
     let options = HeadOptions {
         dropout: 0.0,
@@ -241,9 +248,10 @@ fn bench_training(args: &Args, dir: &std::path::Path, sentences: &[&str]) -> Res
     }
     let case = format!("multi-task training step (2 heads, AdamW, {shards} shards)");
     let per_s = (args.train_steps * b) as f64 / timed;
-    row(&case, b, per_s, peak_rss_mib());
+    let rss_mib = peak_rss_mib();
+    row(&case, b, per_s, rss_mib);
     let _ = trainable.model.valid();
-    Ok(per_s)
+    Ok((per_s, rss_mib))
 }
 
 /// The server on port 0 under `--clients` concurrent clients sending `--requests` requests of

@@ -1,10 +1,10 @@
-//! Dynamic batching: requests wait in a bounded queue; one thread, which owns the model, takes
-//! the first waiting request as soon as it is idle (no timer), adds every request already
-//! waiting up to the token and request limits, runs them as one batch and answers each request
-//! with its own rows, in order.
+//! Dynamic batching: requests wait in a bounded queue; batcher threads (one per worker, each
+//! with its own handle on the model) take the first waiting request as soon as they are idle
+//! (no timer), add every request already waiting up to the token and request limits, run them
+//! as one batch and answer each request with its own rows, in order.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::Backend;
 use mtl_encoder::Encoded;
@@ -36,33 +36,48 @@ pub struct Limits {
     pub max_requests: usize,
 }
 
-/// Runs batches until every sender of `queue` is gone.
+/// Runs batches taken from `queue` (shared with the other batchers) until every sender of it
+/// is gone.
 pub fn run<B: Backend>(
     model: ServedModel<B>,
-    mut queue: mpsc::Receiver<Job>,
+    queue: &Mutex<mpsc::Receiver<Job>>,
     limits: Limits,
     metrics: Arc<Metrics>,
 ) {
     let mut waiting: Option<Job> = None;
     loop {
-        let Some(first) = waiting.take().or_else(|| queue.blocking_recv()) else {
+        let Some((jobs, tokens)) = take_batch(queue, &mut waiting, limits, &metrics) else {
             return;
         };
-        metrics.queue(-1);
-        let mut tokens = first.tokens();
-        let mut jobs = vec![first];
-        while jobs.len() < limits.max_requests {
-            let Ok(next) = queue.try_recv() else { break };
-            if tokens + next.tokens() > limits.max_tokens {
-                waiting = Some(next);
-                break;
-            }
-            metrics.queue(-1);
-            tokens += next.tokens();
-            jobs.push(next);
-        }
         run_batch(&model, jobs, tokens, &metrics);
     }
+}
+
+/// The next batch and its tokens: `waiting` (a request that did not fit the last batch) or the
+/// first request to arrive, and every request already queued that fits; `None` once the
+/// queue is closed and empty.
+fn take_batch(
+    queue: &Mutex<mpsc::Receiver<Job>>,
+    waiting: &mut Option<Job>,
+    limits: Limits,
+    metrics: &Metrics,
+) -> Option<(Vec<Job>, usize)> {
+    let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+    let first = waiting.take().or_else(|| queue.blocking_recv())?;
+    metrics.queue(-1);
+    let mut tokens = first.tokens();
+    let mut jobs = vec![first];
+    while jobs.len() < limits.max_requests {
+        let Ok(next) = queue.try_recv() else { break };
+        if tokens + next.tokens() > limits.max_tokens {
+            *waiting = Some(next);
+            break;
+        }
+        metrics.queue(-1);
+        tokens += next.tokens();
+        jobs.push(next);
+    }
+    Some((jobs, tokens))
 }
 
 /// Runs one batch and answers its jobs; a panic inside the model fails this batch only.

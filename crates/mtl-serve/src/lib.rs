@@ -3,8 +3,8 @@
 //! `POST /predict` for the heads; `GET /health`, `/info`, `/metrics` (Prometheus).
 //!
 //! Requests are tokenized on the server's async threads, queued, and formed into batches across
-//! concurrent requests by one batcher thread that owns the model; the model runs
-//! each batch on the encoder's workers. Only the batcher is generic over the backend.
+//! concurrent requests by batcher threads, one per encoder worker, each running its batches
+//! on one worker. Only the batcher is generic over the backend.
 
 mod batcher;
 mod config;

@@ -2,7 +2,7 @@
 //! the batcher thread, graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use burn::tensor::backend::Backend;
@@ -22,7 +22,7 @@ pub struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
-    batcher: Option<JoinHandle<()>>,
+    batchers: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -68,10 +68,21 @@ impl Server {
             queue,
             metrics: metrics.clone(),
         });
-        let batcher = std::thread::Builder::new()
-            .name("mtl-batcher".into())
-            .spawn(move || batcher::run(model, jobs, limits, metrics))
-            .map_err(ServeError::Runtime)?;
+        // One batcher per worker, each running its batches on one core: a batch's last piece
+        // never leaves the other core idle, and while one batcher runs, the other takes
+        // what waits.
+        let queue = Arc::new(Mutex::new(jobs));
+        let workers = model.encoder().settings.workers.max(1);
+        let batchers = (0..workers)
+            .map(|i| {
+                let (model, queue) = (model.clone().with_workers(1), queue.clone());
+                let metrics = metrics.clone();
+                std::thread::Builder::new()
+                    .name(format!("mtl-batcher-{i}"))
+                    .spawn(move || batcher::run(model, &queue, limits, metrics))
+                    .map_err(ServeError::Runtime)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -95,7 +106,7 @@ impl Server {
             addr: local,
             stop: Some(stop),
             http: Some(http),
-            batcher: Some(batcher),
+            batchers,
         })
     }
 
@@ -124,8 +135,8 @@ impl Server {
                 .unwrap_or_else(|_| Err(std::io::Error::other("the HTTP thread panicked"))),
             None => Ok(()),
         };
-        // The routes' queue senders are gone with the HTTP server: the batcher ends.
-        if let Some(batcher) = self.batcher.take() {
+        // The routes' queue senders are gone with the HTTP server: the batchers end.
+        for batcher in self.batchers.drain(..) {
             let _ = batcher.join();
         }
         served

@@ -180,7 +180,7 @@ struct Operands {
 /// columns `first..first + V·L`: `bias + Σ_i x[r][i]·panel[i]`, in order of `i`.
 macro_rules! tile_kernel {
     ($feature:literal, $vec:ty, $lanes:expr, $zero:path, $load:path, $splat:path, $fma:path,
-     $store:path) => {
+     $store:path; $tile:literal rows, [$($mr:literal)+], columns from $starts:expr) => {
         #[target_feature(enable = $feature)]
         unsafe fn tile<const MR: usize, const V: usize>(
             o: &super::Operands,
@@ -223,19 +223,31 @@ macro_rules! tile_kernel {
                 }
             }
         }
-    };
-}
 
-/// Dispatches the rows `row0..row0 + rows` (at most 12) to the tile of that height.
-macro_rules! by_height {
-    ($rows:expr, $v:literal, [$($mr:literal)+], $args:tt) => {
-        match $rows {
-            $($mr => tile::<$mr, $v> $args,)+
-            _ => unreachable!("tiles of 1 to 12 rows"),
+        /// One panel for every row: from each of the panel's column starts, 2 vectors wide,
+        /// the rows in tiles of the given height.
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn panel(
+            o: &super::Operands,
+            panel: &[f32],
+            bias: &[f32],
+            out: &mut [f32],
+            col: usize,
+        ) {
+            let rows = out.len() / o.n;
+            for first in $starts {
+                for row0 in (0..rows).step_by($tile) {
+                    match (rows - row0).min($tile) {
+                        $($mr => tile::<$mr, 2>(o, row0, panel, first, bias, out, col),)+
+                        _ => unreachable!("tiles of 1 to {} rows", $tile),
+                    }
+                }
+            }
         }
     };
 }
 
+/// 12 rows of 2 vectors: 24 of the 32 registers accumulate.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     tile_kernel!(
@@ -246,26 +258,12 @@ mod avx512 {
         _mm512_loadu_ps,
         _mm512_set1_ps,
         _mm512_fmadd_ps,
-        _mm512_storeu_ps
+        _mm512_storeu_ps;
+        12 rows, [1 2 3 4 5 6 7 8 9 10 11 12], columns from [0]
     );
-
-    /// One panel (2 vectors wide) for every row, 12 rows at a time (24 accumulators).
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn panel(
-        o: &super::Operands,
-        panel: &[f32],
-        bias: &[f32],
-        out: &mut [f32],
-        col: usize,
-    ) {
-        let rows = out.len() / o.n;
-        for row0 in (0..rows).step_by(12) {
-            let h = (rows - row0).min(12);
-            by_height!(h, 2, [1 2 3 4 5 6 7 8 9 10 11 12], (o, row0, panel, 0, bias, out, col));
-        }
-    }
 }
 
+/// The panel as two halves of 2 vectors, 6 rows at a time: 12 of the 16 registers accumulate.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     tile_kernel!(
@@ -276,26 +274,9 @@ mod avx2 {
         _mm256_loadu_ps,
         _mm256_set1_ps,
         _mm256_fmadd_ps,
-        _mm256_storeu_ps
+        _mm256_storeu_ps;
+        6 rows, [1 2 3 4 5 6], columns from [0, super::PANEL / 2]
     );
-
-    /// One panel for every row, as two halves of 2 vectors, 6 rows at a time (12 accumulators).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn panel(
-        o: &super::Operands,
-        panel: &[f32],
-        bias: &[f32],
-        out: &mut [f32],
-        col: usize,
-    ) {
-        let rows = out.len() / o.n;
-        for first in [0, super::PANEL / 2] {
-            for row0 in (0..rows).step_by(6) {
-                let h = (rows - row0).min(6);
-                by_height!(h, 2, [1 2 3 4 5 6], (o, row0, panel, first, bias, out, col));
-            }
-        }
-    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -153,6 +153,40 @@ fn batch_sizes_agree() {
     }
 }
 
+/// Packed batches (the CPU default) give the padded batches' embeddings, in every pooling mode,
+/// with sentences of mixed lengths in one batch.
+#[test]
+fn packed_batches_equal_padded_batches() {
+    use mtl::encoder::Pooling;
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let enc = encoder();
+    assert!(enc.settings.packed, "CPU backends pack by default");
+    let encoded = enc.tokenize(&texts).unwrap();
+    let lengths: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
+    assert!(lengths.iter().min() < lengths.iter().max(), "{lengths:?}");
+    let refs: Vec<&mtl::encoder::Encoded> = encoded.iter().collect();
+    let batch = enc.batch(&refs);
+    let packed = batch
+        .packed
+        .as_ref()
+        .expect("an inference batch on ndarray is packed");
+    assert_eq!(&*packed.lengths, &lengths[..]);
+    assert_eq!(packed.input_ids.dims(), [1, lengths.iter().sum::<usize>()]);
+    for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Max] {
+        let embed = |packed: bool| {
+            let enc = enc.clone().with_pooling(pooling).with_packed(packed);
+            let rows = enc.pooled(&enc.batch(&refs));
+            assert_eq!(rows.dims(), [texts.len(), 384]);
+            rows.into_data().to_vec::<f32>().unwrap()
+        };
+        let (ours, padded) = (embed(true), embed(false));
+        let d = max_abs_diff(&ours, &padded);
+        assert!(d <= 1e-5, "{pooling}: packed differs from padded by {d}");
+    }
+    assert!(enc.clone().with_packed(false).batch(&refs).packed.is_none());
+}
+
 #[test]
 fn pooling_modes_differ_and_empty_input_is_fine() {
     use mtl::encoder::Pooling;

@@ -46,6 +46,9 @@ pub struct Args {
     /// on CPU backends).
     #[arg(long)]
     max_batch_tokens: Option<usize>,
+    /// Run encode batches padded instead of packed (for comparison; see `EncoderSettings::packed`).
+    #[arg(long)]
+    padded: bool,
     /// Pieces each training batch is cut into (default: one per core on CPU backends).
     #[arg(long)]
     shards: Option<usize>,
@@ -112,12 +115,21 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(cap) = args.max_batch_tokens {
         encoder = encoder.with_max_batch_tokens(cap);
     }
+    if args.padded {
+        encoder = encoder.with_packed(false);
+    }
     println!("CPU: {}", mtl_encoder::runtime::cpu_description());
     println!("matrix products: {}", mtl_encoder::ops::matrix_product());
     match encoder.settings.max_batch_tokens {
         0 => println!("encode passes: the batch size alone"),
         cap => println!("encode passes: the batch size, at most {cap} padded tokens"),
     }
+    let layout = if encoder.settings.packed {
+        "packed (no padding)"
+    } else {
+        "padded"
+    };
+    println!("encode batches: {layout}");
     println!("| backend | case | batch | sentences/s | peak RSS (MiB) |");
     println!("|---|---|---|---|---|");
     println!("| {NAME} | load model | - | {load_s:.3} s | {load_rss:.0} |");

@@ -26,7 +26,7 @@ pub use io::{Checkpoint, KeyRule, Layout};
 pub use nn::{Dropout, LayerNorm, Linear, LinearConfig};
 pub use runtime::{blas_threads, seed_dropout, tune_allocator, Rng, SingleThreadedBlas};
 pub use sentence::{
-    l2_normalize, length_sorted_batches, token_budget_batches, Encoded, EncoderSettings, Pooling,
-    PoolingConfig, SentenceEncoder, SentenceTokenizer, TokenBatch, DEFAULT_BATCH_SIZE,
-    DEFAULT_CPU_BATCH_TOKENS,
+    l2_normalize, length_sorted_batches, token_budget_batches, Encoded, EncoderSettings,
+    PackedTokens, Pooling, PoolingConfig, SentenceEncoder, SentenceTokenizer, TokenBatch,
+    DEFAULT_BATCH_SIZE, DEFAULT_CPU_BATCH_TOKENS,
 };

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 use mtl_encoder::{
-    l2_normalize, length_sorted_batches, token_budget_batches, Encoded, SentenceEncoder,
-    SentenceTokenizer,
+    l2_normalize, length_sorted_batches, Encoded, SentenceEncoder, SentenceTokenizer,
 };
 use mtl_model::{MultiTaskModel, TaskSpec};
 use serde::Serialize;
@@ -136,8 +135,7 @@ impl<B: Backend> ServedModel<B> {
 
     /// Per sentence, in input order: the pooled embedding before any normalisation, then each
     /// task's softmax distribution; row-major, [`ModelInfo::width`] values per sentence. The
-    /// sentences are cut into length-sorted batches spread over the encoder's workers
-    /// (longest first, about 384 padded tokens each, evenly over the workers).
+    /// sentences are cut into the encoder's length-sorted batches, spread over its workers.
     ///
     /// # Shapes
     /// - encoded: `n` sentences -> `n * width` values
@@ -152,9 +150,7 @@ impl<B: Backend> ServedModel<B> {
                 .sum::<usize>();
         let rows = encoder.map_batches(encoded, &batches, width, |batch| {
             let settings = &encoder.settings;
-            let pooled = settings
-                .pooling
-                .forward(encoder.hidden_states(batch), batch.attention_mask.clone());
+            let pooled = encoder.pooled(batch);
             let Self::MultiTask(model) = self else {
                 return pooled;
             };
@@ -179,15 +175,12 @@ impl<B: Backend> ServedModel<B> {
     }
 }
 
-/// Padded tokens per batch inside a served batch (rows times the longest row).
-const TOKENS_PER_BATCH: usize = 384;
-
-/// The batches one served batch is cut into: longest rows first, about [`TOKENS_PER_BATCH`]
-/// padded tokens each (at most the encoder's batch size), so that long sentences go in small
-/// batches, short ones in large ones, and the workers get equal shares; when that gives fewer
-/// batches than workers, equal numbers of rows per worker. (The server runs one batcher per
-/// worker, each on one worker; there, with MiniLM on 2 cores under `bench --serve`, pieces of
-/// 96, 192 and 384 tokens served 420-433 sentences/s, and of 1024 tokens 363-368.)
+/// The batches one served batch is cut into: the encoder's own ([`SentenceEncoder::sorted_batches`]:
+/// longest rows first, at most its batch size and, on CPU backends, 1024 tokens each); when
+/// that gives fewer batches than workers, equal numbers of rows per worker. (The server runs
+/// one batcher per worker, each on one worker. With MiniLM on 2 cores under `bench --serve`,
+/// packed batches, pieces of at most 256, 384, 640 and 1024 tokens served 483-508, 513-518,
+/// 525-527 and 533-539 sentences/s: no padding to save, and larger products.)
 fn serving_batches<B: Backend>(
     encoded: &[Encoded],
     encoder: &SentenceEncoder<B>,
@@ -196,7 +189,7 @@ fn serving_batches<B: Backend>(
         encoder.settings.workers.max(1),
         encoder.settings.batch_size.max(1),
     );
-    let batches = token_budget_batches(encoded, TOKENS_PER_BATCH, per_batch);
+    let batches = encoder.sorted_batches(encoded, per_batch);
     if batches.len() >= workers {
         return batches;
     }

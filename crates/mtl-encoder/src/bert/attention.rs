@@ -6,7 +6,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::config::BertConfig;
 use crate::nn::{Dropout, LayerNorm, Linear};
-use crate::ops;
+use crate::ops::{self, AttentionMask};
 
 /// Hugging Face's `BertSelfAttention` (`attention.self`).
 #[derive(Module, Debug)]
@@ -34,14 +34,13 @@ impl<B: Backend> BertSelfAttention<B> {
     /// batch, instead of one per sentence).
     ///
     /// # Shapes
-    /// - hidden: `[batch * seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` (0 to attend, a large
-    ///   negative number for padding) -> `[batch * seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 2>, mask_bias: Tensor<B, 4>) -> Tensor<B, 2> {
+    /// - hidden: `[rows, hidden]` (the sentences of `mask`) -> `[rows, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 2>, mask: AttentionMask<B>) -> Tensor<B, 2> {
         let q = self.query.forward(hidden.clone());
         let k = self.key.forward(hidden.clone());
         let v = self.value.forward(hidden);
         let heads = self.num_attention_heads;
-        ops::attention(q, k, v, mask_bias, heads, self.dropout.prob)
+        ops::attention(q, k, v, mask, heads, self.dropout.prob)
     }
 }
 
@@ -86,9 +85,9 @@ impl<B: Backend> BertAttention<B> {
     }
 
     /// # Shapes
-    /// - hidden: `[batch * seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch * seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 2>, mask_bias: Tensor<B, 4>) -> Tensor<B, 2> {
-        let attended = self.self_attention.forward(hidden.clone(), mask_bias);
+    /// - hidden: `[rows, hidden]` (the sentences of `mask`) -> `[rows, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 2>, mask: AttentionMask<B>) -> Tensor<B, 2> {
+        let attended = self.self_attention.forward(hidden.clone(), mask);
         self.output.forward(attended, hidden)
     }
 }

@@ -44,6 +44,20 @@ impl<B: Backend> BertEmbeddings<B> {
         let [_, seq] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
+        self.forward_at(input_ids, token_type_ids, positions)
+    }
+
+    /// With explicit positions (packed sentences restart at 0 inside one row).
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids: `[batch, seq]`, position_ids: `[batch or 1, seq]`
+    ///   -> `[batch, seq, hidden]`
+    pub fn forward_at(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        token_type_ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_type_ids)
             + self.position_embeddings.forward(positions);

@@ -5,6 +5,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use super::layer::BertLayer;
 use crate::config::BertConfig;
+use crate::ops::AttentionMask;
 
 /// Hugging Face's `BertEncoder`.
 #[derive(Module, Debug)]
@@ -25,13 +26,14 @@ impl<B: Backend> BertEncoder<B> {
     /// the whole batch.
     ///
     /// # Shapes
-    /// - hidden: `[batch, seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch, seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    /// - hidden: `[batch, seq, hidden]` padded, or `[1, rows, hidden]` packed (as `mask` says)
+    ///   -> same
+    pub fn forward(&self, hidden: Tensor<B, 3>, mask: AttentionMask<B>) -> Tensor<B, 3> {
         let [batch, seq, width] = hidden.dims();
         let rows = hidden.reshape([batch * seq, width]);
         self.layer
             .iter()
-            .fold(rows, |h, layer| layer.forward(h, mask_bias.clone()))
+            .fold(rows, |h, layer| layer.forward(h, mask.clone()))
             .reshape([batch, seq, width])
     }
 }

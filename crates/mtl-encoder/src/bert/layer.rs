@@ -7,6 +7,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use super::attention::BertAttention;
 use crate::config::{BertConfig, HiddenAct};
 use crate::nn::{Dropout, LayerNorm, Linear};
+use crate::ops::AttentionMask;
 
 /// Hugging Face's `BertIntermediate`: the widening projection and its activation.
 #[derive(Module, Debug)]
@@ -73,9 +74,9 @@ impl<B: Backend> BertLayer<B> {
     }
 
     /// # Shapes
-    /// - hidden: `[batch * seq, hidden]`, mask_bias: `[batch, 1, 1, seq]` -> `[batch * seq, hidden]`
-    pub fn forward(&self, hidden: Tensor<B, 2>, mask_bias: Tensor<B, 4>) -> Tensor<B, 2> {
-        let attended = self.attention.forward(hidden, mask_bias);
+    /// - hidden: `[rows, hidden]` (the sentences of `mask`) -> `[rows, hidden]`
+    pub fn forward(&self, hidden: Tensor<B, 2>, mask: AttentionMask<B>) -> Tensor<B, 2> {
+        let attended = self.attention.forward(hidden, mask);
         let inner = self.intermediate.forward(attended.clone());
         self.output.forward(inner, attended)
     }

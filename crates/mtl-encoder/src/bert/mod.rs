@@ -14,8 +14,11 @@ pub use embeddings::BertEmbeddings;
 pub use encoder::BertEncoder;
 pub use layer::{BertIntermediate, BertLayer, BertOutput};
 
+use std::sync::Arc;
+
 use crate::config::BertConfig;
 use crate::nn::{Dropout, LayerNorm, Linear, LinearConfig};
+use crate::ops::AttentionMask;
 
 /// The additive value that removes a padded key from attention.
 const MASKED: f32 = -1.0e9;
@@ -70,7 +73,31 @@ impl<B: Backend> BertModel<B> {
         let [batch, seq] = attention_mask.dims();
         let mask_bias = ((attention_mask.neg() + 1.0) * MASKED).reshape([batch, 1, 1, seq]);
         let hidden = self.embeddings.forward(input_ids, token_type_ids);
-        self.encoder.forward(hidden, mask_bias)
+        self.encoder
+            .forward(hidden, AttentionMask::Padded(mask_bias))
+    }
+
+    /// Sentences packed one after another in one row, without padding: each attends to its
+    /// own tokens, with positions restarting at 0 (the same hidden states as [`Self::forward`]
+    /// gives the unpadded tokens, without computing any padding).
+    ///
+    /// # Shapes
+    /// - input_ids, token_type_ids, position_ids: `[1, rows]` (`rows` = the sum of `lengths`)
+    ///   -> last hidden state `[rows, hidden]`
+    pub fn forward_packed(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        token_type_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+        lengths: Arc<[usize]>,
+    ) -> Tensor<B, 2> {
+        let hidden = self
+            .embeddings
+            .forward_at(input_ids, token_type_ids, position_ids);
+        let [_, rows, width] = hidden.dims();
+        self.encoder
+            .forward(hidden, AttentionMask::Packed(lengths))
+            .reshape([rows, width])
     }
 
     /// Sets every dropout probability of the model (embeddings, attention probabilities,

@@ -9,12 +9,12 @@ pub(crate) type LinearInputs<'a, B> = (
     Option<Tensor<B, 1>>,
     &'a super::Prepared,
 );
-/// The inputs of [`super::attention`]: q, k, v, mask_bias, heads, dropout probability.
+/// The inputs of [`super::attention`]: q, k, v, mask, heads, dropout probability.
 pub(crate) type AttentionInputs<B> = (
     Tensor<B, 2>,
     Tensor<B, 2>,
     Tensor<B, 2>,
-    Tensor<B, 4>,
+    super::AttentionMask<B>,
     usize,
     f64,
 );

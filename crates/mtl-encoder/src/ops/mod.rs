@@ -109,22 +109,33 @@ pub fn linear<B: Backend>(
     )
 }
 
+/// Which sentence each row of an attention call belongs to.
+#[derive(Debug, Clone)]
+pub enum AttentionMask<B: Backend> {
+    /// `batch` sentences of `seq` rows each, padded to the longest: a `[batch, 1, 1, seq]`
+    /// bias, 0 to attend and a large negative number on padding.
+    Padded(Tensor<B, 4>),
+    /// Sentences of these lengths, one after another, without padding (the rows are their
+    /// sum); every row attends to the rows of its own sentence.
+    Packed(Arc<[usize]>),
+}
+
 /// Multi-head scaled dot-product attention over tokens flattened to rows:
 /// `softmax(Q·Kᵀ/√d + mask)·V` per sentence and head, with dropout on the probabilities in
 /// training (autodiff backends) when `dropout_prob > 0`.
 ///
 /// # Shapes
-/// - q, k, v: `[batch * seq, heads * head_dim]`, mask_bias: `[batch, 1, 1, seq]` (0 to attend, a
-///   large negative number for padding) -> `[batch * seq, heads * head_dim]`
+/// - q, k, v: `[rows, heads * head_dim]` (`rows` = `batch * seq` padded, or the sum of the
+///   lengths packed) -> `[rows, heads * head_dim]`
 pub fn attention<B: Backend>(
     q: Tensor<B, 2>,
     k: Tensor<B, 2>,
     v: Tensor<B, 2>,
-    mask_bias: Tensor<B, 4>,
+    mask: AttentionMask<B>,
     heads: usize,
     dropout_prob: f64,
 ) -> Tensor<B, 2> {
-    let inputs = (q, k, v, mask_bias, heads, dropout_prob);
+    let inputs = (q, k, v, mask, heads, dropout_prob);
     route(inputs, kernel::attention, reference::attention)
 }
 

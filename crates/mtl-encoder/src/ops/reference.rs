@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use super::inputs::{AttentionInputs, LayerNormInputs, LinearInputs};
+use super::AttentionMask;
 use crate::runtime::dropout_mask;
 
 /// burn's `linear`.
@@ -16,9 +17,39 @@ pub(super) fn linear<B: Backend>((x, weight, bias, _): LinearInputs<B>) -> Tenso
     burn::tensor::module::linear(x, weight, bias)
 }
 
-/// Heads split from the rows, scores, mask, softmax, dropout, and the heads merged back.
+/// Heads split from the rows, scores, mask, softmax, dropout, and the heads merged back; packed
+/// sentences one at a time.
 pub(super) fn attention<B: Backend>(
-    (q, k, v, mask_bias, heads, dropout_prob): AttentionInputs<B>,
+    (q, k, v, mask, heads, dropout_prob): AttentionInputs<B>,
+) -> Tensor<B, 2> {
+    let lengths = match mask {
+        AttentionMask::Padded(bias) => return padded_attention(q, k, v, bias, heads, dropout_prob),
+        AttentionMask::Packed(lengths) => lengths,
+    };
+    let (device, width) = (q.device(), q.dims()[1]);
+    let mut start = 0;
+    let mut parts = Vec::with_capacity(lengths.len());
+    for &len in lengths.iter().filter(|&&len| len > 0) {
+        let rows = start..start + len;
+        let [q, k, v] = [&q, &k, &v].map(|x| x.clone().slice([rows.clone(), 0..width]));
+        let bias = Tensor::zeros([1, 1, 1, len], &device);
+        parts.push(padded_attention(q, k, v, bias, heads, dropout_prob));
+        start += len;
+    }
+    if parts.is_empty() {
+        return q;
+    }
+    Tensor::cat(parts, 0)
+}
+
+/// Attention over `batch` padded sentences.
+fn padded_attention<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    mask_bias: Tensor<B, 4>,
+    heads: usize,
+    dropout_prob: f64,
 ) -> Tensor<B, 2> {
     let [batch, _, _, seq] = mask_bias.dims();
     let [rows, width] = q.dims();

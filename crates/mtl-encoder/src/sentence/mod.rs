@@ -19,7 +19,8 @@ use crate::runtime::{default_workers, is_cpu, map_parallel};
 pub use pooling::{l2_normalize, Pooling, PoolingConfig};
 use tokenize::unsort_rows;
 pub use tokenize::{
-    length_sorted_batches, token_budget_batches, Encoded, SentenceTokenizer, TokenBatch,
+    length_sorted_batches, token_budget_batches, Encoded, PackedTokens, SentenceTokenizer,
+    TokenBatch,
 };
 
 /// The default number of sentences per forward pass in [`SentenceEncoder::encode`].
@@ -62,6 +63,12 @@ pub struct EncoderSettings {
     pub max_batch_tokens: usize,
     /// Threads running batches concurrently in `encode` (CPU backends: one per core).
     pub workers: usize,
+    /// Whether batches built by [`SentenceEncoder::batch`] at inference (not on autodiff
+    /// backends) also carry their sentences packed one after another without padding, which
+    /// [`SentenceEncoder::pooled`] then runs: no work on padding, whatever the mix of lengths.
+    /// On by default on CPU backends; accelerators, which want few large operations, run the
+    /// padded batch.
+    pub packed: bool,
     /// Tokenizer files (name, bytes) written back on save.
     pub tokenizer_files: Arc<Vec<(String, Vec<u8>)>>,
     /// Checkpoint tensors the model does not use but the ecosystem expects (BERT's pooler,
@@ -115,6 +122,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 batch_size: DEFAULT_BATCH_SIZE,
                 max_batch_tokens: default_batch_tokens::<B>(device),
                 workers: default_workers::<B>(device),
+                packed: is_cpu::<B>(device),
                 tokenizer_files: Arc::new(tokenizer_files),
                 passthrough: Arc::new(passthrough),
             },
@@ -142,6 +150,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 batch_size: DEFAULT_BATCH_SIZE,
                 max_batch_tokens,
                 workers,
+                packed: is_cpu::<B>(&device),
                 tokenizer_files: Arc::new(Vec::new()),
                 passthrough: Arc::default(),
             },
@@ -184,6 +193,13 @@ impl<B: Backend> SentenceEncoder<B> {
         self
     }
 
+    /// Runs inference batches packed without padding, or padded (see
+    /// [`EncoderSettings::packed`]).
+    pub fn with_packed(mut self, packed: bool) -> Self {
+        self.settings.packed = packed;
+        self
+    }
+
     /// Sets the cap on padded tokens per forward pass in `encode` (0: none; see
     /// [`EncoderSettings::max_batch_tokens`]).
     pub fn with_max_batch_tokens(mut self, max_batch_tokens: usize) -> Self {
@@ -222,9 +238,15 @@ impl<B: Backend> SentenceEncoder<B> {
         self.settings.tokenizer.encode(texts)
     }
 
-    /// Pads tokenized sentences into a batch on this encoder's device.
+    /// Pads tokenized sentences into a batch on this encoder's device, and packs them too
+    /// where this encoder runs packed batches ([`EncoderSettings::packed`], inference only).
     pub fn batch(&self, encoded: &[&Encoded]) -> TokenBatch<B> {
-        TokenBatch::new(encoded, self.settings.tokenizer.pad_id(), &self.device())
+        let (pad_id, device) = (self.settings.tokenizer.pad_id(), self.device());
+        if self.settings.packed && !B::ad_enabled(&device) {
+            TokenBatch::packed(encoded, pad_id, &device)
+        } else {
+            TokenBatch::new(encoded, pad_id, &device)
+        }
     }
 
     /// The last hidden state of a batch.
@@ -239,15 +261,33 @@ impl<B: Backend> SentenceEncoder<B> {
         )
     }
 
+    /// Pooled sentence embeddings of a batch, before any normalisation: from its packed
+    /// tokens where it has them, from the padded ones otherwise.
+    ///
+    /// # Shapes
+    /// - batch: `[batch, seq]` ids -> `[batch, hidden]`
+    pub fn pooled(&self, batch: &TokenBatch<B>) -> Tensor<B, 2> {
+        let pooling = self.settings.pooling;
+        match &batch.packed {
+            Some(p) => pooling.forward_packed(
+                self.bert.forward_packed(
+                    p.input_ids.clone(),
+                    p.token_type_ids.clone(),
+                    p.position_ids.clone(),
+                    p.lengths.clone(),
+                ),
+                &p.lengths,
+            ),
+            None => pooling.forward(self.hidden_states(batch), batch.attention_mask.clone()),
+        }
+    }
+
     /// Pooled (and, if set, normalised) sentence embeddings of a batch.
     ///
     /// # Shapes
     /// - batch: `[batch, seq]` ids -> `[batch, hidden]`
     pub fn forward(&self, batch: &TokenBatch<B>) -> Tensor<B, 2> {
-        let pooled = self
-            .settings
-            .pooling
-            .forward(self.hidden_states(batch), batch.attention_mask.clone());
+        let pooled = self.pooled(batch);
         if self.settings.normalize {
             l2_normalize(pooled)
         } else {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 /// How token states become one sentence embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +108,53 @@ impl Pooling {
                 // Padded positions become -1e9 (as sentence-transformers does) before the max.
                 let masked = hidden * mask.clone() + (mask - 1.0) * 1.0e9;
                 masked.max_dim(1).reshape([batch, width])
+            }
+        }
+    }
+
+    /// The same pooling over packed sentences: rows `0..lengths[0]` are the first sentence's
+    /// tokens, the next `lengths[1]` the second's, and so on, every length at least 1.
+    ///
+    /// # Shapes
+    /// - rows: `[sum of lengths, hidden]` -> `[lengths.len(), hidden]`
+    pub fn forward_packed<B: Backend>(
+        &self,
+        rows: Tensor<B, 2>,
+        lengths: &[usize],
+    ) -> Tensor<B, 2> {
+        let (device, n, total) = (rows.device(), lengths.len(), rows.dims()[0]);
+        let starts: Vec<usize> = lengths
+            .iter()
+            .scan(0, |start, &len| {
+                *start += len;
+                Some(*start - len)
+            })
+            .collect();
+        match self {
+            Self::Cls => {
+                let starts = starts.iter().map(|&s| s as i64).collect();
+                rows.select(0, Tensor::from_data(TensorData::new(starts, [n]), &device))
+            }
+            Self::Mean => {
+                // One product with the sentences' 0/1 membership, then the division by counts.
+                let mut members = vec![0.0f32; n * total];
+                for (i, (&start, &len)) in starts.iter().zip(lengths).enumerate() {
+                    members[i * total + start..i * total + start + len].fill(1.0);
+                }
+                let counts: Vec<f32> = lengths.iter().map(|&len| len as f32).collect();
+                let members =
+                    Tensor::<B, 2>::from_data(TensorData::new(members, [n, total]), &device);
+                let counts = Tensor::<B, 2>::from_data(TensorData::new(counts, [n, 1]), &device);
+                members.matmul(rows) / counts
+            }
+            Self::Max => {
+                let width = rows.dims()[1];
+                let maxima = starts.iter().zip(lengths).map(|(&start, &len)| {
+                    rows.clone()
+                        .slice([start..start + len, 0..width])
+                        .max_dim(0)
+                });
+                Tensor::cat(maxima.collect(), 0)
             }
         }
     }

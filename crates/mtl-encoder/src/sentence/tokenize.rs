@@ -3,6 +3,7 @@
 //! the longest sentence of each batch.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -185,7 +186,8 @@ pub(crate) fn unsort_rows<B: Backend>(
     Tensor::cat(parts, 0).select(0, index)
 }
 
-/// A padded batch of token ids on a device.
+/// A padded batch of token ids on a device, and the same tokens packed where the encoder runs
+/// packed batches.
 #[derive(Debug, Clone)]
 pub struct TokenBatch<B: Backend> {
     /// `[batch, seq]`
@@ -196,6 +198,49 @@ pub struct TokenBatch<B: Backend> {
     pub attention_mask: Tensor<B, 2>,
     /// The unpadded length of each row.
     pub lengths: Vec<usize>,
+    /// The rows one after another without padding ([`TokenBatch::packed`]).
+    pub packed: Option<PackedTokens<B>>,
+}
+
+/// A batch's sentences one after another in one row, without padding.
+#[derive(Debug, Clone)]
+pub struct PackedTokens<B: Backend> {
+    /// `[1, rows]`
+    pub input_ids: Tensor<B, 2, Int>,
+    /// `[1, rows]`
+    pub token_type_ids: Tensor<B, 2, Int>,
+    /// `[1, rows]`, each token's position in its sentence.
+    pub position_ids: Tensor<B, 2, Int>,
+    /// The sentences' lengths (`rows` is their sum).
+    pub lengths: Arc<[usize]>,
+}
+
+impl<B: Backend> PackedTokens<B> {
+    /// Packs `encoded`; `None` for no sentences or a sentence without tokens (such a batch
+    /// stays padded only).
+    pub fn new(encoded: &[&Encoded], device: &B::Device) -> Option<Self> {
+        if encoded.is_empty() || encoded.iter().any(|e| e.is_empty()) {
+            return None;
+        }
+        let rows: usize = encoded.iter().map(|e| e.len()).sum();
+        let (mut ids, mut types, mut positions) = (
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+        );
+        for e in encoded {
+            ids.extend(e.ids.iter().map(|&id| id as i64));
+            types.extend(e.type_ids.iter().map(|&ty| ty as i64));
+            positions.extend(0..e.len() as i64);
+        }
+        let int = |values: Vec<i64>| Tensor::from_data(TensorData::new(values, [1, rows]), device);
+        Some(Self {
+            input_ids: int(ids),
+            token_type_ids: int(types),
+            position_ids: int(positions),
+            lengths: encoded.iter().map(|e| e.len()).collect(),
+        })
+    }
 }
 
 impl<B: Backend> TokenBatch<B> {
@@ -218,6 +263,15 @@ impl<B: Backend> TokenBatch<B> {
             token_type_ids: Tensor::from_data(TensorData::new(types, [batch, seq]), device),
             attention_mask: Tensor::from_data(TensorData::new(mask, [batch, seq]), device),
             lengths: encoded.iter().map(|e| e.len()).collect(),
+            packed: None,
+        }
+    }
+
+    /// Pads `encoded` to its longest member, and packs it too ([`PackedTokens`]).
+    pub fn packed(encoded: &[&Encoded], pad_id: u32, device: &B::Device) -> Self {
+        Self {
+            packed: PackedTokens::new(encoded, device),
+            ..Self::new(encoded, pad_id, device)
         }
     }
 

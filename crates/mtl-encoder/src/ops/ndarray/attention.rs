@@ -15,6 +15,7 @@ use ndarray::{Array2, ArrayView2, Ix2};
 use super::{primitive, product, tensor, view, view2, wrap2, Ad, AdPrimitive, Bridge, Inner};
 use crate::ops::inputs::AttentionInputs;
 use crate::ops::math::exp_f32;
+use crate::ops::AttentionMask;
 use crate::runtime::dropout_mask;
 
 /// The sizes of an attention call.
@@ -28,14 +29,16 @@ struct Dims {
 }
 
 impl Dims {
-    /// Rows and columns of sentence `b`'s head `h` in the `[rows, width]` projections.
+    /// Rows `start..start + len` (one sentence) and the columns of head `h` in the
+    /// `[rows, width]` projections.
     fn block(
         &self,
-        b: usize,
+        start: usize,
+        len: usize,
         h: usize,
     ) -> ndarray::SliceInfo<[ndarray::SliceInfoElem; 2], Ix2, Ix2> {
         ndarray::s![
-            b * self.seq..(b + 1) * self.seq,
+            start..start + len,
             h * self.head_dim..(h + 1) * self.head_dim
         ]
     }
@@ -43,32 +46,45 @@ impl Dims {
     fn probs_len(&self) -> usize {
         self.batch * self.heads * self.seq * self.seq
     }
+
+    /// The padded sentences as (first row, length).
+    fn padded_sentences(&self) -> Vec<(usize, usize)> {
+        (0..self.batch).map(|b| (b * self.seq, self.seq)).collect()
+    }
 }
 
-/// The context rows, and the probabilities (after softmax, before dropout) that the backward
-/// pass needs.
+/// The context rows, and the probabilities (after softmax, before dropout; sentence by
+/// sentence, head by head) that the backward pass needs. `sentences` are (first row, length);
+/// `mask` holds one bias per row, added to the scores of that row as a key.
+#[allow(clippy::too_many_arguments)]
 fn attention_forward(
     q: &ArrayView2<f32>,
     k: &ArrayView2<f32>,
     v: &ArrayView2<f32>,
     mask: &[f32],
+    sentences: &[(usize, usize)],
     dims: Dims,
     dropout: Option<&[f32]>,
     keep_probs: bool,
 ) -> (Array2<f32>, Vec<f32>) {
-    let Dims {
-        batch, seq, heads, ..
-    } = dims;
+    let heads = dims.heads;
+    let longest = sentences.iter().map(|s| s.1).max().unwrap_or(0);
     let mut out = Array2::<f32>::zeros(q.raw_dim());
-    let mut kept = Vec::with_capacity(if keep_probs { dims.probs_len() } else { 0 });
-    let mut scores = Array2::<f32>::zeros((seq, seq));
-    for b in 0..batch {
-        let mask = &mask[b * seq..(b + 1) * seq];
+    let squares: usize = sentences.iter().map(|s| s.1 * s.1).sum();
+    let mut kept = Vec::with_capacity(if keep_probs { heads * squares } else { 0 });
+    let mut buffer = vec![0.0f32; longest * longest];
+    let mut drawn = 0;
+    for &(start, seq) in sentences {
+        let mask = &mask[start..start + seq];
+        let mut scores = ndarray::ArrayViewMut2::from_shape((seq, seq), &mut buffer[..seq * seq])
+            .expect("the buffer holds the longest sentence's scores");
         for h in 0..heads {
-            let block = dims.block(b, h);
+            let block = dims.block(start, seq, h);
             let (qb, kb, vb) = (q.slice(block), k.slice(block), v.slice(block));
             product(dims.scale, &qb, &kb.t(), 0.0, &mut scores);
-            let probs = scores.as_slice_mut().expect("fresh arrays are contiguous");
+            let probs = scores
+                .as_slice_mut()
+                .expect("views of a whole buffer are contiguous");
             for row in probs.chunks_exact_mut(seq) {
                 softmax_row(row, mask);
             }
@@ -76,11 +92,11 @@ fn attention_forward(
                 kept.extend_from_slice(probs);
             }
             if let Some(dropout) = dropout {
-                let start = (b * heads + h) * seq * seq;
-                for (p, m) in probs.iter_mut().zip(&dropout[start..start + seq * seq]) {
+                for (p, m) in probs.iter_mut().zip(&dropout[drawn..drawn + seq * seq]) {
                     *p *= m;
                 }
             }
+            drawn += seq * seq;
             let mut ctx = out.slice_mut(block);
             product(1.0, &scores, &vb, 0.0, &mut ctx);
         }
@@ -108,9 +124,7 @@ fn mask_values(mask_bias: &NdArrayTensor) -> Vec<f32> {
     view(mask_bias).iter().copied().collect()
 }
 
-fn attention_dims(q: &ArrayView2<f32>, mask: &[f32], mask_dims: &[usize], heads: usize) -> Dims {
-    let (batch, seq) = (mask_dims[0], mask_dims[3]);
-    debug_assert_eq!(mask.len(), batch * seq);
+fn attention_dims(q: &ArrayView2<f32>, batch: usize, seq: usize, heads: usize) -> Dims {
     let head_dim = q.ncols() / heads;
     Dims {
         batch,
@@ -121,27 +135,41 @@ fn attention_dims(q: &ArrayView2<f32>, mask: &[f32], mask_dims: &[usize], heads:
     }
 }
 
-/// The kernel when `B` is burn-ndarray and every tensor is `f32`; the inputs back otherwise.
+/// The kernel when `B` is burn-ndarray and every tensor is `f32`, packed sentences at inference
+/// only; the inputs back otherwise.
 pub(crate) fn attention<B: Backend>(
     inputs: AttentionInputs<B>,
 ) -> Result<Tensor<B, 2>, AttentionInputs<B>> {
-    let (q, k, v, mask_bias, heads, dropout_prob) = inputs;
-    let dtypes = [q.dtype(), k.dtype(), v.dtype(), mask_bias.dtype()];
-    let mask_dims = mask_bias.dims();
-    match Bridge::of::<B>(&dtypes) {
-        None => Err((q, k, v, mask_bias, heads, dropout_prob)),
-        Some(Bridge::Inner) => {
+    let (q, k, v, mask, heads, dropout_prob) = inputs;
+    let mask_dtype = match &mask {
+        AttentionMask::Padded(bias) => bias.dtype(),
+        AttentionMask::Packed(_) => q.dtype(),
+    };
+    let dtypes = [q.dtype(), k.dtype(), v.dtype(), mask_dtype];
+    match (Bridge::of::<B>(&dtypes), mask) {
+        (Some(Bridge::Inner), mask) => {
             let [q, k, v] = [q, k, v].map(primitive::<B, Inner, 2>);
-            let mask = mask_values(&primitive::<B, Inner, 4>(mask_bias));
             let (q, k, v) = (view2(&q), view2(&k), view2(&v));
-            let dims = attention_dims(&q, &mask, &mask_dims, heads);
-            let (out, _) = attention_forward(&q, &k, &v, &mask, dims, None, false);
+            let (bias, sentences, dims) = match mask {
+                AttentionMask::Padded(bias) => {
+                    let [batch, _, _, seq] = bias.dims();
+                    let dims = attention_dims(&q, batch, seq, heads);
+                    let bias = mask_values(&primitive::<B, Inner, 4>(bias));
+                    (bias, dims.padded_sentences(), dims)
+                }
+                AttentionMask::Packed(lengths) => {
+                    let dims = attention_dims(&q, 0, 0, heads);
+                    (vec![0.0; q.nrows()], packed_sentences(&lengths), dims)
+                }
+            };
+            let (out, _) = attention_forward(&q, &k, &v, &bias, &sentences, dims, None, false);
             Ok(tensor::<B, Inner, 2>(wrap2(out)))
         }
-        Some(Bridge::Autodiff) => {
+        (Some(Bridge::Autodiff), AttentionMask::Padded(bias)) => {
             let [q, k, v] = [q, k, v].map(primitive::<B, Ad, 2>);
-            let mask = mask_values(&primitive::<B, Ad, 4>(mask_bias).primitive);
-            let dims = attention_dims(&view2(&q.primitive), &mask, &mask_dims, heads);
+            let [batch, _, _, seq] = bias.dims();
+            let mask = mask_values(&primitive::<B, Ad, 4>(bias).primitive);
+            let dims = attention_dims(&view2(&q.primitive), batch, seq, heads);
             Ok(tensor::<B, Ad, 2>(tracked(
                 q,
                 k,
@@ -151,7 +179,17 @@ pub(crate) fn attention<B: Backend>(
                 dropout_prob,
             )))
         }
+        (_, mask) => Err((q, k, v, mask, heads, dropout_prob)),
     }
+}
+
+/// (first row, length) of sentences of these lengths laid one after another.
+fn packed_sentences(lengths: &[usize]) -> Vec<(usize, usize)> {
+    let starts = lengths.iter().scan(0, |start, &len| {
+        *start += len;
+        Some(*start - len)
+    });
+    starts.zip(lengths.iter().copied()).collect()
 }
 
 /// Attention as one step of the autodiff graph, with dropout on the probabilities when
@@ -171,7 +209,17 @@ fn tracked(
     );
     let dropout = (dropout_prob > 0.0).then(|| dropout_mask(dims.probs_len(), dropout_prob));
     let keep = q.is_tracked() || k.is_tracked() || v.is_tracked();
-    let (out, probs) = attention_forward(&qv, &kv, &vv, mask, dims, dropout.as_deref(), keep);
+    let sentences = dims.padded_sentences();
+    let (out, probs) = attention_forward(
+        &qv,
+        &kv,
+        &vv,
+        mask,
+        &sentences,
+        dims,
+        dropout.as_deref(),
+        keep,
+    );
     let out = wrap2(out);
     match AttentionStep
         .prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()])
@@ -235,7 +283,7 @@ impl Backward<Inner, 3> for AttentionStep {
         let mut ds = Array2::<f32>::zeros((seq, seq));
         for b in 0..batch {
             for h in 0..heads {
-                let block = dims.block(b, h);
+                let block = dims.block(b * seq, seq, h);
                 let start = (b * heads + h) * seq * seq;
                 let p = &probs[start..start + seq * seq];
                 let mask = dropout.as_ref().map(|m| &m[start..start + seq * seq]);
@@ -299,6 +347,7 @@ mod tests {
     use crate::ops::inputs::AttentionInputs;
     use crate::ops::reference;
     use crate::ops::testing::{assert_close, normal, values, AB};
+    use crate::ops::AttentionMask;
     use crate::runtime::{dropout_mask, seed_dropout};
 
     /// Through the kernel, which must take the inputs.
@@ -325,9 +374,41 @@ mod tests {
     fn attention_at_inference_equals_the_tensor_ops() {
         let [q, k, v] = attention_inputs::<NdArray>();
         let mask = mask_bias::<NdArray>();
-        let ours = attention((q.clone(), k.clone(), v.clone(), mask.clone(), 4, 0.1));
-        let reference = reference::attention((q, k, v, mask, 4, 0.0));
+        let padded = || AttentionMask::Padded(mask.clone());
+        let ours = attention((q.clone(), k.clone(), v.clone(), padded(), 4, 0.1));
+        let reference = reference::attention((q, k, v, padded(), 4, 0.0));
         assert_close(&values(ours), &values(reference), 1e-5, "context");
+    }
+
+    /// Packed sentences (5, 3 and 1 tokens, no padding) give the padded call's rows for the
+    /// real tokens, through the kernel and through the tensor ops.
+    #[test]
+    fn packed_sentences_equal_the_padded_tokens() {
+        let [q, k, v] = attention_inputs::<NdArray>();
+        let padded = AttentionMask::Padded(mask_bias());
+        let want = values(attention((q.clone(), k.clone(), v.clone(), padded, 4, 0.0)));
+        let real: Vec<usize> = (0..5).chain(5..8).chain(10..11).collect();
+        let pick = |x: &Tensor<NdArray, 2>| {
+            let index = real.iter().map(|&r| r as i64).collect::<Vec<_>>();
+            let index = TensorData::new(index, [real.len()]);
+            x.clone()
+                .select(0, Tensor::from_data(index, &Default::default()))
+        };
+        let want: Vec<f32> = real
+            .iter()
+            .flat_map(|&r| want[r * 24..(r + 1) * 24].to_vec())
+            .collect();
+        let packed = || AttentionMask::Packed(vec![5, 3, 1].into());
+        let inputs = || (pick(&q), pick(&k), pick(&v), packed(), 4, 0.0);
+        let ours = values(attention(inputs()));
+        assert_close(&ours, &want, 1e-5, "packed kernel");
+        let tensor_ops = values(reference::attention(inputs()));
+        assert_close(&tensor_ops, &want, 1e-5, "packed tensor ops");
+        // Under autodiff the kernel hands packed sentences back.
+        let [q, k, v] =
+            [&q, &k, &v].map(|x| Tensor::<AB, 2>::from_data(x.to_data(), &Default::default()));
+        let declined = super::attention((q, k, v, AttentionMask::Packed(vec![15].into()), 4, 0.0));
+        assert!(declined.is_err());
     }
 
     /// Attention in `f64` on the host, row by row (the definition, independent of burn and of
@@ -395,7 +476,8 @@ mod tests {
         for prob in [0.0, 0.3] {
             let [q, k, v] = [&q, &k, &v].map(|t| t.clone().detach().require_grad());
             seed_dropout(42);
-            let y = attention((q.clone(), k.clone(), v.clone(), mask.clone(), 4, prob));
+            let padded = AttentionMask::Padded(mask.clone());
+            let y = attention((q.clone(), k.clone(), v.clone(), padded, 4, prob));
             let grads = (y.clone() * weights.clone()).sum().backward();
             let ours = [
                 values(y),
@@ -461,7 +543,8 @@ mod tests {
     fn attention_gradients_follow_what_is_tracked() {
         let [q, k, v] = attention_inputs::<AB>();
         let v = v.require_grad();
-        let grads = attention((q.clone(), k.clone(), v.clone(), mask_bias(), 4, 0.0))
+        let mask = AttentionMask::Padded(mask_bias());
+        let grads = attention((q.clone(), k.clone(), v.clone(), mask, 4, 0.0))
             .sum()
             .backward();
         assert!(q.grad(&grads).is_none() && k.grad(&grads).is_none());

@@ -120,6 +120,15 @@ pub enum AttentionMask<B: Backend> {
     Packed(Arc<[usize]>),
 }
 
+/// (first row, length) of packed sentences of these lengths, laid one after another.
+pub(crate) fn packed_sentences(lengths: &[usize]) -> Vec<(usize, usize)> {
+    let starts = lengths.iter().scan(0, |start, &len| {
+        *start += len;
+        Some(*start - len)
+    });
+    starts.zip(lengths.iter().copied()).collect()
+}
+
 /// Multi-head scaled dot-product attention over tokens flattened to rows:
 /// `softmax(Q·Kᵀ/√d + mask)·V` per sentence and head, with dropout on the probabilities in
 /// training (autodiff backends) when `dropout_prob > 0`.

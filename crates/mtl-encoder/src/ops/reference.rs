@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use super::inputs::{AttentionInputs, LayerNormInputs, LinearInputs};
-use super::AttentionMask;
+use super::{packed_sentences, AttentionMask};
 use crate::runtime::dropout_mask;
 
 /// burn's `linear`.
@@ -27,14 +27,15 @@ pub(super) fn attention<B: Backend>(
         AttentionMask::Packed(lengths) => lengths,
     };
     let (device, width) = (q.device(), q.dims()[1]);
-    let mut start = 0;
     let mut parts = Vec::with_capacity(lengths.len());
-    for &len in lengths.iter().filter(|&&len| len > 0) {
+    for (start, len) in packed_sentences(&lengths) {
+        if len == 0 {
+            continue;
+        }
         let rows = start..start + len;
         let [q, k, v] = [&q, &k, &v].map(|x| x.clone().slice([rows.clone(), 0..width]));
         let bias = Tensor::zeros([1, 1, 1, len], &device);
         parts.push(padded_attention(q, k, v, bias, heads, dropout_prob));
-        start += len;
     }
     if parts.is_empty() {
         return q;

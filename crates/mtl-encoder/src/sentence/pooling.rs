@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
+use crate::ops::packed_sentences;
+
 /// How token states become one sentence embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -123,22 +125,16 @@ impl Pooling {
         lengths: &[usize],
     ) -> Tensor<B, 2> {
         let (device, n, total) = (rows.device(), lengths.len(), rows.dims()[0]);
-        let starts: Vec<usize> = lengths
-            .iter()
-            .scan(0, |start, &len| {
-                *start += len;
-                Some(*start - len)
-            })
-            .collect();
+        let sentences = packed_sentences(lengths);
         match self {
             Self::Cls => {
-                let starts = starts.iter().map(|&s| s as i64).collect();
+                let starts = sentences.iter().map(|&(start, _)| start as i64).collect();
                 rows.select(0, Tensor::from_data(TensorData::new(starts, [n]), &device))
             }
             Self::Mean => {
                 // One product with the sentences' 0/1 membership, then the division by counts.
                 let mut members = vec![0.0f32; n * total];
-                for (i, (&start, &len)) in starts.iter().zip(lengths).enumerate() {
+                for (i, &(start, len)) in sentences.iter().enumerate() {
                     members[i * total + start..i * total + start + len].fill(1.0);
                 }
                 let counts: Vec<f32> = lengths.iter().map(|&len| len as f32).collect();
@@ -149,7 +145,7 @@ impl Pooling {
             }
             Self::Max => {
                 let width = rows.dims()[1];
-                let maxima = starts.iter().zip(lengths).map(|(&start, &len)| {
+                let maxima = sentences.iter().map(|&(start, len)| {
                     rows.clone()
                         .slice([start..start + len, 0..width])
                         .max_dim(0)

@@ -15,7 +15,7 @@ use ndarray::{Array2, ArrayView2, Ix2};
 use super::{primitive, product, tensor, view, view2, wrap2, Ad, AdPrimitive, Bridge, Inner};
 use crate::ops::inputs::AttentionInputs;
 use crate::ops::math::exp_f32;
-use crate::ops::AttentionMask;
+use crate::ops::{packed_sentences, AttentionMask};
 use crate::runtime::dropout_mask;
 
 /// The sizes of an attention call.
@@ -181,15 +181,6 @@ pub(crate) fn attention<B: Backend>(
         }
         (_, mask) => Err((q, k, v, mask, heads, dropout_prob)),
     }
-}
-
-/// (first row, length) of sentences of these lengths laid one after another.
-fn packed_sentences(lengths: &[usize]) -> Vec<(usize, usize)> {
-    let starts = lengths.iter().scan(0, |start, &len| {
-        *start += len;
-        Some(*start - len)
-    });
-    starts.zip(lengths.iter().copied()).collect()
 }
 
 /// Attention as one step of the autodiff graph, with dropout on the probabilities when

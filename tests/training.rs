@@ -63,8 +63,12 @@ fn config(epochs: usize) -> TrainConfig {
 }
 
 fn params_of(dir: &Path) -> BTreeMap<String, Vec<f32>> {
-    let model = MultiTaskModel::<B>::load(dir, &Default::default()).unwrap();
-    module_tensors(&model, |p| Some((p.to_string(), Layout::AsIs)))
+    tensors_of(&MultiTaskModel::<B>::load(dir, &Default::default()).unwrap())
+}
+
+/// A model's parameters by path.
+fn tensors_of<Bk: Backend>(model: &MultiTaskModel<Bk>) -> BTreeMap<String, Vec<f32>> {
+    module_tensors(model, |p| Some((p.to_string(), Layout::AsIs)))
         .unwrap()
         .into_iter()
         .map(|(k, (_, v))| (k, v))
@@ -161,6 +165,19 @@ fn frozen_parameters_stay_bit_identical() {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    resume_matches_uninterrupted(config(3));
+}
+
+/// The same with an exponential moving average of the weights: the average is part of the
+/// checkpoint, and the best model is the average.
+#[test]
+fn resumed_run_with_a_weight_average_matches_uninterrupted_run() {
+    let mut averaged = config(3);
+    averaged.optim.ema_decay = Some(0.8);
+    resume_matches_uninterrupted(averaged);
+}
+
+fn resume_matches_uninterrupted(config: TrainConfig) {
     let _turn = serial();
     let train_set = uci("train", 80, None);
     let dev = uci("dev", 32, Some(&train_set.tasks));
@@ -170,7 +187,7 @@ fn resumed_run_matches_uninterrupted_run() {
             dev: Some(&dev),
             test: None,
         };
-        train(tiny_model(&train_set), data, &config(3), out, options).unwrap()
+        train(tiny_model(&train_set), data, &config, out, options).unwrap()
     };
     let whole = tempfile::tempdir().unwrap();
     let full = run(whole.path(), &RunOptions::default());
@@ -218,7 +235,7 @@ fn resumed_run_matches_uninterrupted_run() {
     );
 
     // Resuming with other settings is refused.
-    let mut other = config(3);
+    let mut other = config.clone();
     other.optim.lr = 1e-4;
     let data = TrainData {
         train: &train_set,
@@ -272,13 +289,50 @@ fn fit_returns_the_resulting_model() {
     let trainer = Trainer::new(config(2), out.path(), RunOptions::default());
     let (model, report) = trainer.fit(tiny_model(&train_set), data).unwrap();
     assert!(report.finished);
-    let in_memory: BTreeMap<String, Vec<f32>> =
-        module_tensors(&model, |p| Some((p.to_string(), Layout::AsIs)))
-            .unwrap()
-            .into_iter()
-            .map(|(k, (_, v))| (k, v))
-            .collect();
-    assert_eq!(in_memory, params_of(&out.path().join("model")));
+    assert_eq!(tensors_of(&model), params_of(&out.path().join("model")));
+}
+
+/// With a moving average of the weights and no dev set, the model written is the average of
+/// the checkpoint's weights as the checkpoint's optimizer holds it, not the last weights.
+#[test]
+fn the_saved_model_is_the_weight_average() {
+    let _turn = serial();
+    let train_set = uci("train", 48, None);
+    let data = TrainData {
+        train: &train_set,
+        dev: None,
+        test: None,
+    };
+    let mut config = config(2);
+    config.optim.ema_decay = Some(0.7);
+    let out = tempfile::tempdir().unwrap();
+    train(
+        tiny_model(&train_set),
+        data,
+        &config,
+        out.path(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let device = Default::default();
+    let ckpt = out.path().join("checkpoint");
+    let last = MultiTaskModel::<B>::load(ckpt.join("model"), &device).unwrap();
+    let optim = mtl::train::AdamW::<B>::load(config.optim.clone(), &ckpt, &device).unwrap();
+    let trained = Trainable {
+        model: last,
+        loss_weights: None,
+    };
+    let averaged = optim.averaged(trained).model;
+    let expected = tensors_of(&averaged);
+    let saved = params_of(&out.path().join("model"));
+    assert_eq!(saved, expected);
+    let last = params_of(&ckpt.join("model"));
+    let moved = last.iter().filter(|(k, v)| &saved[*k] != *v).count();
+    assert!(
+        moved > last.len() / 2,
+        "{moved} of {} tensors averaged",
+        last.len()
+    );
 }
 
 /// The learning-rate groups reach the parameters by the paths the trainer's module really has:

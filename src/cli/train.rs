@@ -58,6 +58,10 @@ pub struct Args {
     /// Global gradient-norm clipping (0: off).
     #[arg(long, default_value_t = 1.0)]
     max_grad_norm: f64,
+    /// Evaluate and keep an exponential moving average of the weights, with this decay per
+    /// optimizer step (e.g. 0.99; warmed up over the first steps as min(D, (1+t)/(10+t))).
+    #[arg(long, value_name = "D")]
+    ema: Option<f64>,
     /// proportional, round-robin, temperature or temperature:T.
     #[arg(long, default_value = "proportional")]
     sampler: SamplerKind,
@@ -207,6 +211,7 @@ impl Args {
                 layer_decay: self.layer_decay,
                 weight_decay: self.weight_decay,
                 max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+                ema_decay: self.ema,
                 ..OptimConfig::default()
             },
             warmup_ratio: self.warmup_ratio,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use burn::module::{AutodiffModule, Param};
+use burn::module::{AutodiffModule, Module, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use mtl_encoder::io::{map_paths, serialize_tensors, write_atomic, PathMapper};
@@ -13,14 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use super::accumulate::{host_vec, GradAccumulator, Summed};
 use super::config::OptimConfig;
-use super::host::AdamStep;
+use super::host::{AdamStep, HostSlot};
 use crate::error::{Result, TrainError};
 
-/// One parameter's AdamW state.
+/// One parameter's AdamW state, and the moving average of its values when one is kept.
 #[derive(Clone)]
 struct Moments<B: Backend> {
     m: Tensor<B, 1>,
     v: Tensor<B, 1>,
+    avg: Option<Tensor<B, 1>>,
     steps: u64,
 }
 
@@ -82,28 +83,33 @@ impl<AB: AutodiffBackend> PathMapper<AB> for Update<'_, AB::InnerBackend> {
             decay: 1.0 - lr * wd,
             bias2: 1.0 - beta2.powi(steps as i32),
             step_size: lr / (1.0 - beta1.powi(steps as i32)),
+            average: c.average_decay(steps),
         };
         let slot = Slot {
             inner: tensor.inner(),
             grad,
             state,
         };
-        let (p, m, v) = if self.host {
+        let (p, m, v, avg) = if self.host {
             host_update(&k, slot)
         } else {
             tensor_update(&k, slot)
         };
-        self.optim
-            .state
-            .insert(path.to_string(), Moments { m, v, steps });
+        let moments = Moments { m, v, avg, steps };
+        self.optim.state.insert(path.to_string(), moments);
         self.updated += 1;
         let value = Tensor::<AB, D>::from_inner(p).require_grad();
         Param::from_mapped_value(id, value, mapper)
     }
 }
 
-/// A parameter, its first and its second moment.
-type Updated<B, const D: usize> = (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>);
+/// A parameter, its first and its second moment, and its moving average.
+type Updated<B, const D: usize> = (
+    Tensor<B, D>,
+    Tensor<B, 1>,
+    Tensor<B, 1>,
+    Option<Tensor<B, 1>>,
+);
 
 /// One parameter to update: its value, its gradient and its moments so far.
 struct Slot<B: Backend, const D: usize> {
@@ -117,14 +123,21 @@ fn host_update<B: Backend, const D: usize>(k: &AdamStep, slot: Slot<B, D>) -> Up
     let Slot { inner, grad, state } = slot;
     let (shape, device) = (inner.shape(), inner.device());
     let n = shape.num_elements();
-    let (m, v) = match state {
-        Some(s) => (host_vec(s.m), host_vec(s.v)),
-        None => (vec![0.0; n], vec![0.0; n]),
+    let (m, v, avg) = match state {
+        Some(s) => (host_vec(s.m), host_vec(s.v), s.avg.map(host_vec)),
+        None => (vec![0.0; n], vec![0.0; n], None),
     };
-    let (p, m, v) = k.on_host(host_vec(inner), grad.host(), m, v);
+    let slot = HostSlot {
+        p: host_vec(inner),
+        g: grad.host(),
+        m,
+        v,
+        avg,
+    };
+    let HostSlot { p, m, v, avg, .. } = k.on_host(slot);
     let tensor = |x: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &device);
     let p = Tensor::from_data(TensorData::new(p, shape), &device);
-    (p, tensor(m), tensor(v))
+    (p, tensor(m), tensor(v), avg.map(tensor))
 }
 
 /// The update of one parameter with tensor operations (the same `f32` arithmetic, in the same
@@ -136,15 +149,20 @@ fn tensor_update<B: Backend, const D: usize>(k: &AdamStep, slot: Slot<B, D>) -> 
     let (beta1, beta2, eps) = (k.beta1, k.beta2, k.eps);
     let p = inner.reshape([n]);
     let g = grad.tensor(&device) * k.grad_scale;
-    let (m, v) = match state {
-        Some(s) => (s.m, s.v),
-        None => (g.zeros_like(), g.zeros_like()),
+    let (m, v, avg) = match state {
+        Some(s) => (s.m, s.v, s.avg),
+        None => (g.zeros_like(), g.zeros_like(), None),
     };
     let m = m * beta1 + g.clone() * (1.0 - beta1);
     let v = v * beta2 + g.clone() * g * (1.0 - beta2);
     let denom = (v.clone() / k.bias2).sqrt() + eps;
     let p = p * k.decay - (m.clone() / denom) * k.step_size;
-    (p.reshape(shape), m, v)
+    // The same f32 operations as the host's: the decay and its complement rounded first.
+    let avg = k.average.map(|decay| match avg {
+        Some(a) => a * (decay as f32) as f64 + p.clone() * ((1.0 - decay) as f32) as f64,
+        None => p.clone(),
+    });
+    (p.reshape(shape), m, v, avg)
 }
 
 /// Saved optimizer state: steps per path.
@@ -208,6 +226,26 @@ impl<B: Backend> AdamW<B> {
         (module, StepStats { grad_norm, updated })
     }
 
+    /// `module` with every parameter that has a moving average (see
+    /// [`OptimConfig::ema_decay`]) replaced by it; the others as they are.
+    pub fn averaged<M: Module<B>>(&self, module: M) -> M {
+        struct Averages<'a, B: Backend>(&'a HashMap<String, Moments<B>>);
+        impl<B: Backend> PathMapper<B> for Averages<'_, B> {
+            fn map<const D: usize>(
+                &mut self,
+                path: &str,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                let Some(avg) = self.0.get(path).and_then(|s| s.avg.clone()) else {
+                    return param;
+                };
+                let (id, tensor, mapper) = param.consume();
+                Param::from_mapped_value(id, avg.reshape(tensor.shape()), mapper)
+            }
+        }
+        map_paths(module, &mut Averages(&self.state))
+    }
+
     /// Writes the moments (`<dir>/optimizer.safetensors`) and step counts (`<dir>/optimizer.json`).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let mut tensors = BTreeMap::new();
@@ -216,6 +254,9 @@ impl<B: Backend> AdamW<B> {
             let n = s.m.dims()[0];
             tensors.insert(format!("m.{path}"), (vec![n], host_vec(s.m.clone())));
             tensors.insert(format!("v.{path}"), (vec![n], host_vec(s.v.clone())));
+            if let Some(avg) = &s.avg {
+                tensors.insert(format!("avg.{path}"), (vec![n], host_vec(avg.clone())));
+            }
             steps.insert(path.clone(), s.steps);
         }
         write_atomic(
@@ -246,6 +287,7 @@ impl<B: Backend> AdamW<B> {
                 message: e.to_string(),
             })?;
         let checkpoint = Checkpoint::open(&dir.join("optimizer.safetensors"))?;
+        let averaged = config.ema_decay.is_some();
         let mut optim = Self::new(config, saved.num_layers)?;
         for (path, steps) in saved.steps {
             let load = |name: String| -> Result<Tensor<B, 1>> {
@@ -254,7 +296,8 @@ impl<B: Backend> AdamW<B> {
             };
             let m = load(format!("m.{path}"))?;
             let v = load(format!("v.{path}"))?;
-            optim.state.insert(path, Moments { m, v, steps });
+            let avg = averaged.then(|| load(format!("avg.{path}"))).transpose()?;
+            optim.state.insert(path, Moments { m, v, avg, steps });
         }
         Ok(optim)
     }
@@ -383,6 +426,7 @@ mod tests {
             let config = OptimConfig {
                 lr: 1e-2,
                 max_grad_norm: Some(0.5),
+                ema_decay: Some(0.9),
                 ..OptimConfig::default()
             };
             let mut optim = AdamW::new(config, 0).unwrap();
@@ -397,8 +441,13 @@ mod tests {
                 acc.add(&model, GradientsParams::from_grads(loss.backward(), &model));
                 model = optim.step(model, &mut acc, 0.5).0;
             }
-            let m = optim.state["heads.0.weight"].m.clone();
-            (values(model.heads[0].weight.val()), values(m))
+            let state = &optim.state["heads.0.weight"];
+            let avg = values(state.avg.clone().unwrap());
+            (
+                values(model.heads[0].weight.val()),
+                values(state.m.clone()),
+                avg,
+            )
         };
         let (host, tensor) = (run(true), run(false));
         assert_eq!(host, tensor);
@@ -407,5 +456,63 @@ mod tests {
             .iter()
             .zip(0..)
             .any(|(&w, i)| w != ((i % 97) as f32 - 48.0) / 50.0));
+    }
+
+    /// The weights' moving average: the first update's weights, then `avg·d + w·(1 - d)` with
+    /// the warmed-up decay; `averaged` swaps it in, and it survives a save and load.
+    #[test]
+    fn moving_average_follows_the_weights_and_round_trips() {
+        let device = Default::default();
+        let config = OptimConfig {
+            lr: 0.1,
+            ema_decay: Some(0.3),
+            ..OptimConfig::default()
+        };
+        let mut optim = AdamW::new(config.clone(), 0).unwrap();
+        let mut model = net();
+        let mut expected: Option<Vec<f32>> = None;
+        for step in 1..=3u64 {
+            let x = Tensor::<AB, 2>::from_data(
+                TensorData::new(vec![step as f32, -1.0], [1, 2]),
+                &device,
+            );
+            let loss = model.heads[0].forward(x).sum().powi_scalar(2);
+            let mut acc = GradAccumulator::default();
+            acc.add(&model, GradientsParams::from_grads(loss.backward(), &model));
+            model = optim.step(model, &mut acc, 1.0).0;
+            let w = values(model.heads[0].weight.val());
+            // Decays min(0.3, (1 + t) / (10 + t)): 0.18, 0.25, then 0.3.
+            let d = config.average_decay(step).unwrap();
+            assert_eq!(d, 0.3f64.min((1.0 + step as f64) / (10.0 + step as f64)));
+            let (d, c) = (d as f32, (1.0 - d) as f32);
+            expected = Some(match expected {
+                None => w.clone(),
+                Some(a) => a.iter().zip(&w).map(|(a, w)| a * d + w * c).collect(),
+            });
+        }
+        let expected = expected.unwrap();
+        let trained = values(model.heads[0].weight.val());
+        let averaged = optim.averaged(model.valid());
+        assert_eq!(values(averaged.heads[0].weight.val()), expected);
+        assert_ne!(expected, trained, "the average lags the weights");
+        assert_eq!(values(model.heads[0].weight.val()), trained);
+
+        let dir = tempfile::tempdir().unwrap();
+        optim.save(dir.path()).unwrap();
+        let loaded = AdamW::<NdArray>::load(config, dir.path(), &device).unwrap();
+        let again = loaded.averaged(model.valid());
+        assert_eq!(values(again.heads[0].weight.val()), expected);
+        // A checkpoint without averages does not load into a run that keeps them.
+        let plain = AdamW::<NdArray>::new(OptimConfig::default(), 0);
+        let mut plain = plain.unwrap();
+        plain.state = optim.state.clone();
+        plain.state.values_mut().for_each(|s| s.avg = None);
+        let bare = tempfile::tempdir().unwrap();
+        plain.save(bare.path()).unwrap();
+        let with_ema = OptimConfig {
+            ema_decay: Some(0.3),
+            ..OptimConfig::default()
+        };
+        assert!(AdamW::<NdArray>::load(with_ema, bare.path(), &device).is_err());
     }
 }

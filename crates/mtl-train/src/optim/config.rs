@@ -23,6 +23,11 @@ pub struct OptimConfig {
     pub eps: f64,
     /// Clip gradients to this global L2 norm (None: no clipping).
     pub max_grad_norm: Option<f64>,
+    /// Keep an exponential moving average of the trained weights with this decay per step
+    /// (warmed up: step `t` decays by `min(decay, (1 + t) / (10 + t))`); evaluations and the
+    /// resulting model use the average. `None`: no average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for OptimConfig {
@@ -36,6 +41,7 @@ impl Default for OptimConfig {
             beta2: 0.999,
             eps: 1e-8,
             max_grad_norm: Some(1.0),
+            ema_decay: None,
         }
     }
 }
@@ -61,7 +67,17 @@ impl OptimConfig {
         if self.weight_decay < 0.0 || self.max_grad_norm.is_some_and(|n| !positive(n)) {
             return bad("weight decay must be >= 0 and the clipping norm positive");
         }
+        if self.ema_decay.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+            return bad("the weights' moving-average decay must be in [0, 1)");
+        }
         Ok(())
+    }
+
+    /// The decay of the weights' moving average at a parameter's `step`-th update (1-based),
+    /// if an average is kept.
+    pub fn average_decay(&self, step: u64) -> Option<f64> {
+        let warm = (1.0 + step as f64) / (10.0 + step as f64);
+        self.ema_decay.map(|d| d.min(warm))
     }
 
     /// The learning rate (before the schedule) of the parameter at `path` of a model whose

@@ -15,20 +15,24 @@ pub(super) struct AdamStep {
     pub(super) bias2: f64,
     /// `lr / (1 - beta1^t)`.
     pub(super) step_size: f64,
+    /// The decay of the weights' moving average this step (`None`: no average kept).
+    pub(super) average: Option<f64>,
 }
 
 impl AdamStep {
     /// The update as one pass over host memory, large tensors split across the cores, with the
     /// same `f32` arithmetic, in the same order, as the tensor-operation path. On CPU backends
     /// the data moves in and out of the tensors without copies; the tensor path makes about ten
-    /// passes and as many allocations.
-    pub(super) fn on_host(
-        &self,
-        mut p: Vec<f32>,
-        g: Vec<f32>,
-        mut m: Vec<f32>,
-        mut v: Vec<f32>,
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// passes and as many allocations. With an average, it follows the updated weights
+    /// (`avg·decay + p·(1 - decay)`; the updated weights themselves when there is none yet).
+    pub(super) fn on_host(&self, slot: HostSlot) -> HostSlot {
+        let HostSlot {
+            mut p,
+            g,
+            mut m,
+            mut v,
+            avg,
+        } = slot;
         let f = |x: f64| x as f32;
         let (b1, c1, b2, c2) = (
             f(self.beta1),
@@ -61,6 +65,25 @@ impl AdamStep {
             .zip(v.chunks_mut(chunk))
             .collect();
         map_parallel(parts, workers, |_, (((p, g), m), v)| update(p, g, m, v));
-        (p, m, v)
+        let avg = self.average.map(|decay| match avg {
+            Some(mut avg) => {
+                let (d, c) = (decay as f32, (1.0 - decay) as f32);
+                avg.iter_mut()
+                    .zip(&p)
+                    .for_each(|(a, &p)| *a = *a * d + p * c);
+                avg
+            }
+            None => p.clone(),
+        });
+        HostSlot { p, g, m, v, avg }
     }
+}
+
+/// One parameter's values, gradient, moments and weight average, flat in host memory.
+pub(super) struct HostSlot {
+    pub(super) p: Vec<f32>,
+    pub(super) g: Vec<f32>,
+    pub(super) m: Vec<f32>,
+    pub(super) v: Vec<f32>,
+    pub(super) avg: Option<Vec<f32>>,
 }

@@ -238,7 +238,7 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
         let (Some(dev), Some(split)) = (self.data.dev, self.dev_split.as_ref()) else {
             return Ok(false);
         };
-        let valid = trainable.model.valid();
+        let valid = self.selected(trainable);
         let metrics = evaluate(
             &valid,
             dev,
@@ -257,8 +257,8 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
             state.best_score = Some(rec.mean_macro_f1);
             state.best_step = Some(state.step);
             state.evals_since_best = 0;
-            let (model, dir) = (trainable.model.valid(), self.paths.model.clone());
-            self.writer.submit(move || Ok(model.save(&dir)?))?;
+            let dir = self.paths.model.clone();
+            self.writer.submit(move || Ok(valid.save(&dir)?))?;
             self.best = Some(rec);
         } else {
             state.evals_since_best += 1;

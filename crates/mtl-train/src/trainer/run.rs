@@ -300,6 +300,16 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         Ok(Flow::Continue)
     }
 
+    /// The model evaluated and kept, without autodiff: the weights' moving average when one
+    /// is kept, else the trained weights.
+    pub(super) fn selected(&self, trainable: &Trainable<AB>) -> MultiTaskModel<AB::InnerBackend> {
+        let valid = trainable.valid();
+        match self.config.optim.ema_decay {
+            Some(_) => self.step.optimizer().averaged(valid).model,
+            None => valid.model,
+        }
+    }
+
     /// Whether `stop_after_steps` optimizer steps are done.
     fn stop_requested(&self) -> bool {
         let options = &self.trainer.options;
@@ -358,7 +368,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             );
         }
         if self.data.dev.is_none() {
-            trainable.model.save(&self.paths.model)?;
+            self.selected(&trainable).save(&self.paths.model)?;
         }
         let best = match self.best.take() {
             Some(best) => Some(best),

@@ -73,6 +73,9 @@ pub struct Args {
     /// Results depend on N, not on the cores.
     #[arg(long)]
     shards: Option<usize>,
+    /// Label smoothing of every task's cross-entropy (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
     /// static, static:TASK=W,... or uncertainty.
     #[arg(long, default_value = "static")]
     loss_weighting: LossWeighting,
@@ -218,6 +221,7 @@ impl Args {
             sampler: self.sampler,
             group_by_length: !self.no_group_by_length,
             loss_weighting: self.loss_weighting.clone(),
+            label_smoothing: self.label_smoothing,
             freeze: self.freeze.clone(),
             seed,
             eval_every: self.eval_every,

@@ -19,7 +19,7 @@ mod trainer;
 pub use collective::{run_orchestrator, NodeSetup, Peer, PeerGroup};
 pub use data::{read_table, Dataset, Example, Format, RawRow, RawTable, ReadOptions};
 pub use error::{Result, TrainError};
-pub use loss::{cross_entropy, uncertainty_combine, LossWeighting};
+pub use loss::{cross_entropy, smoothed_cross_entropy, uncertainty_combine, LossWeighting};
 pub use metrics::{ConfusionMatrix, TaskMetrics};
 pub use mtl_encoder::Rng;
 pub use mtl_model::TaskSpec;

@@ -13,11 +13,32 @@ use crate::error::TrainError;
 /// # Shapes
 /// - logits: `[batch, classes]`, targets: `[batch]` -> `[1]`
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    smoothed_cross_entropy(logits, targets, 0.0)
+}
+
+/// Mean cross-entropy against targets smoothed by `smoothing` (Szegedy et al., 2016, as
+/// PyTorch's `label_smoothing`): `(1 - s)·NLL + s·mean over classes of -log p`. At 0 it is
+/// the plain cross-entropy, computed as such.
+///
+/// # Shapes
+/// - logits: `[batch, classes]`, targets: `[batch]` -> `[1]`
+pub fn smoothed_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    smoothing: f64,
+) -> Tensor<B, 1> {
     let [batch, _] = logits.dims();
-    log_softmax(logits, 1)
+    let log_p = log_softmax(logits, 1);
+    let nll = log_p
+        .clone()
         .gather(1, targets.reshape([batch, 1]))
         .mean()
-        .neg()
+        .neg();
+    if smoothing == 0.0 {
+        return nll;
+    }
+    let uniform = log_p.mean().neg();
+    nll * (1.0 - smoothing) + uniform * smoothing
 }
 
 /// How per-task losses are combined into one objective.
@@ -131,6 +152,36 @@ mod tests {
         // Row 1: -ln(1/2); row 2: -ln(e^2 / (e^2 + 1)).
         let expected = (2f64.ln() + (1.0 + (-2f64).exp()).ln()) / 2.0;
         assert!((scalar(cross_entropy(logits, targets)) as f64 - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn smoothing_mixes_in_the_uniform_target() {
+        let device = Default::default();
+        let logits = Tensor::<B, 2>::from_data(
+            TensorData::new(vec![0.0f32, 1.0, 3.0, 2.0, 0.0, 0.0], [2, 3]),
+            &device,
+        );
+        let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &device);
+        let log_p = |row: [f64; 3], c: usize| {
+            let z: f64 = row.iter().map(|x| x.exp()).sum();
+            row[c] - z.ln()
+        };
+        let rows = [([0.0, 1.0, 3.0], 2), ([2.0, 0.0, 0.0], 0)];
+        let s = 0.2;
+        let expected: f64 = rows
+            .iter()
+            .map(|&(row, t)| {
+                let uniform: f64 = (0..3).map(|c| -log_p(row, c)).sum::<f64>() / 3.0;
+                (1.0 - s) * -log_p(row, t) + s * uniform
+            })
+            .sum::<f64>()
+            / 2.0;
+        let got = scalar(smoothed_cross_entropy(logits.clone(), targets.clone(), s)) as f64;
+        assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+        assert_eq!(
+            scalar(smoothed_cross_entropy(logits.clone(), targets.clone(), 0.0)),
+            scalar(cross_entropy(logits, targets))
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct TrainConfig {
     pub group_by_length: bool,
     /// How task losses are combined.
     pub loss_weighting: LossWeighting,
+    /// Label smoothing of every task's cross-entropy (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
     /// What is frozen.
     pub freeze: FreezePolicy,
     /// Seed of the batch order and dropout.
@@ -57,6 +60,7 @@ impl Default for TrainConfig {
             sampler: SamplerKind::Proportional,
             group_by_length: false,
             loss_weighting: LossWeighting::default(),
+            label_smoothing: 0.0,
             freeze: FreezePolicy::default(),
             seed: 42,
             eval_every: None,
@@ -95,6 +99,17 @@ impl TrainConfig {
                 "eval_every, checkpoint_every and patience must be positive".into(),
             ));
         }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(TrainError::Config(format!(
+                "label smoothing {} is not in [0, 1)",
+                self.label_smoothing
+            )));
+        }
         self.optim.validate()
     }
+}
+
+/// Whether a setting is at its default of 0 (left out of the JSON, as older runs wrote it).
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }

@@ -17,7 +17,7 @@ use super::eval::index_tensor;
 use super::Trainable;
 use crate::collective::Peer;
 use crate::error::Result;
-use crate::loss::{cross_entropy, uncertainty_combine, LossWeighting};
+use crate::loss::{smoothed_cross_entropy, uncertainty_combine, LossWeighting};
 use crate::optim::{AdamW, GradAccumulator, GradLayout};
 use crate::parallel::{balanced_ranges, by_length, peer_shards, shard_gradients};
 use crate::schedule::clip_factor;
@@ -72,6 +72,7 @@ pub struct TrainStep<AB: AutodiffBackend> {
     optim: AdamW<AB::InnerBackend>,
     acc: GradAccumulator<AB::InnerBackend>,
     loss_weighting: LossWeighting,
+    label_smoothing: f64,
     task_names: Vec<String>,
     seed: u64,
     grad_accum: usize,
@@ -114,6 +115,7 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
             optim,
             acc: GradAccumulator::default(),
             loss_weighting: config.loss_weighting.clone(),
+            label_smoothing: config.label_smoothing,
             task_names: model.tasks().iter().map(|t| t.name.clone()).collect(),
             seed: config.seed,
             grad_accum: config.grad_accum,
@@ -193,6 +195,7 @@ impl<AB: AutodiffBackend> TrainStep<AB> {
             tasks: batch.tasks,
             n,
             weighting: &self.loss_weighting,
+            smoothing: self.label_smoothing,
             task_names: &self.task_names,
             device: trainable.model.encoder.device(),
         };
@@ -281,6 +284,8 @@ struct ShardLoss<'a, B: AutodiffBackend> {
     /// Rows in the batch.
     n: usize,
     weighting: &'a LossWeighting,
+    /// Label smoothing of the cross-entropy.
+    smoothing: f64,
     task_names: &'a [String],
     device: B::Device,
 }
@@ -306,7 +311,10 @@ impl<AB: AutodiffBackend> ShardLoss<'_, AB> {
             .map(|&task| {
                 let targets = self.targets(rows, task);
                 let logits = m.model.heads[task].forward(embeddings.clone());
-                (task, cross_entropy(logits, targets))
+                (
+                    task,
+                    smoothed_cross_entropy(logits, targets, self.smoothing),
+                )
             })
             .collect();
         let values: Vec<f64> = losses

@@ -13,7 +13,7 @@ use mtl::encoder::io::module_tensors;
 use mtl::encoder::{Layout, SentenceEncoder, SentenceTokenizer};
 use mtl::model::{HeadOptions, MultiTaskModel, TaskSpec};
 use mtl::train::{
-    read_table, train, Dataset, OptimConfig, ReadOptions, RunOptions, TrainConfig, TrainData,
+    read_table, train, Dataset, Keep, OptimConfig, ReadOptions, RunOptions, TrainConfig, TrainData,
     TrainError, Trainable, Trainer,
 };
 
@@ -116,7 +116,7 @@ fn loss_falls_and_outputs_are_written() {
         assert_eq!(acc, report.test.as_ref().unwrap().tasks[task].accuracy);
     }
     // The resulting model is the best dev epoch's and loads as a model directory.
-    let best = report.best.unwrap();
+    let best = report.dev.unwrap();
     let model = MultiTaskModel::<B>::load(out.path().join("model"), &Default::default()).unwrap();
     let texts: Vec<&str> = dev.examples.iter().map(|e| e.text.as_str()).collect();
     let encoded = model.encoder.tokenize(&texts).unwrap();
@@ -333,6 +333,42 @@ fn the_saved_model_is_the_weight_average() {
         "{moved} of {} tensors averaged",
         last.len()
     );
+}
+
+/// `Keep::Last`: the model written is the last one (the checkpoint's), whatever dev scored,
+/// and the report's dev evaluation is the last one.
+#[test]
+fn keeping_the_last_model() {
+    let _turn = serial();
+    let train_set = uci("train", 48, None);
+    let dev = uci("dev", 16, Some(&train_set.tasks));
+    let data = TrainData {
+        train: &train_set,
+        dev: Some(&dev),
+        test: None,
+    };
+    let mut config = config(3);
+    config.keep = Keep::Last;
+    let out = tempfile::tempdir().unwrap();
+    let report = train(
+        tiny_model(&train_set),
+        data,
+        &config,
+        out.path(),
+        &RunOptions::default(),
+    );
+    let report = report.unwrap();
+    let saved = params_of(&out.path().join("model"));
+    assert_eq!(saved, params_of(&out.path().join("checkpoint/model")));
+    let records = jsonl(&out.path().join("metrics.jsonl"));
+    assert_eq!(records.len(), 3, "one dev evaluation per epoch");
+    let dev_record = report.dev.unwrap();
+    assert_eq!(dev_record.step, report.steps);
+    assert_eq!(records[2]["step"], dev_record.step);
+    for (task, metrics) in &dev_record.tasks {
+        let confusion = serde_json::to_value(&metrics.confusion).unwrap();
+        assert_eq!(records[2]["tasks"][task]["confusion"], confusion);
+    }
 }
 
 /// The learning-rate groups reach the parameters by the paths the trainer's module really has:

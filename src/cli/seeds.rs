@@ -29,7 +29,7 @@ fn metric(record: &EvalRecord, task: &str, name: &str) -> f64 {
 }
 
 /// `{"split", "seeds", "runs": [{"seed", "tasks"}], "tasks": {task: {metric: {"mean", "std",
-/// "values"}}}}` over the runs (seed, its test or else best dev record).
+/// "values"}}}}` over the runs (seed, its test or else kept dev record).
 pub fn summarize(runs: &[(u64, EvalRecord)]) -> Value {
     let first = &runs[0].1;
     let mut tasks = BTreeMap::new();

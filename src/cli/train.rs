@@ -7,7 +7,7 @@ use mtl_encoder::{Pooling, SentenceEncoder};
 use mtl_heads::HeadActivation;
 use mtl_model::{FreezePolicy, HeadOptions, MultiTaskModel};
 use mtl_train::{
-    Dataset, LossWeighting, NodeSetup, OptimConfig, PeerGroup, RunOptions, SamplerKind,
+    Dataset, Keep, LossWeighting, NodeSetup, OptimConfig, PeerGroup, RunOptions, SamplerKind,
     TrainConfig, TrainData, TrainReport, Trainer,
 };
 
@@ -24,7 +24,7 @@ pub struct Args {
     /// Training file(s): TSV, CSV, JSON Lines or TREC .label (repeatable: a task may have its own file).
     #[arg(long, required = true)]
     train: Vec<PathBuf>,
-    /// Dev file(s): the best epoch by mean macro-F1 is kept.
+    /// Dev file(s), evaluated after every epoch (or --eval-every steps).
     #[arg(long)]
     dev: Vec<PathBuf>,
     /// Test file(s), evaluated with the resulting model.
@@ -91,6 +91,10 @@ pub struct Args {
     /// Evaluate every N steps instead of every epoch.
     #[arg(long)]
     eval_every: Option<usize>,
+    /// The model the run ends with: `last` (measured better on UCI than picking by a small dev
+    /// set) or `best` (the best dev evaluation by mean macro-F1).
+    #[arg(long, default_value = "last")]
+    keep: Keep,
     /// Early stopping after N evaluations without improvement.
     #[arg(long)]
     patience: Option<usize>,
@@ -226,6 +230,7 @@ impl Args {
             seed,
             eval_every: self.eval_every,
             patience: self.patience,
+            keep: self.keep,
             checkpoint_every: self.checkpoint_every,
             shards: self.shards,
             ..TrainConfig::default()
@@ -301,12 +306,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
             );
             return Ok(());
         }
-        if let Some(best) = &report.best {
+        if let Some(dev) = &report.dev {
             println!(
-                "best dev: epoch {} step {} (mean macro-F1 {:.4})",
-                best.epoch, best.step, best.mean_macro_f1
+                "dev ({} model): epoch {} step {} (mean macro-F1 {:.4})",
+                match args.keep {
+                    Keep::Best => "best",
+                    Keep::Last => "last",
+                },
+                dev.epoch,
+                dev.step,
+                dev.mean_macro_f1
             );
-            print_metrics(&format!("{} task", best.split), &best.tasks);
+            print_metrics(&format!("{} task", dev.split), &dev.tasks);
         }
         if let Some(test) = &report.test {
             print_metrics(&format!("{} task", test.split), &test.tasks);
@@ -325,7 +336,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             data,
             group.as_ref(),
         )?;
-        let record = report.test.or(report.best).ok_or_else(|| {
+        let record = report.test.or(report.dev).ok_or_else(|| {
             CliError::usage("--seeds", "needs --dev or --test data to score the runs")
         })?;
         runs.push((seed, record));

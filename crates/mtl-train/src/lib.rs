@@ -27,6 +27,6 @@ pub use optim::{AdamW, GradAccumulator, OptimConfig, StepStats};
 pub use sampler::{sampler_probabilities, SamplerKind};
 pub use schedule::LinearSchedule;
 pub use trainer::{
-    evaluate, train, Batch, BatchLosses, EvalRecord, RunOptions, StepTimes, TrainConfig, TrainData,
-    TrainReport, TrainRows, TrainState, TrainStep, Trainable, Trainer,
+    evaluate, train, Batch, BatchLosses, EvalRecord, Keep, RunOptions, StepTimes, TrainConfig,
+    TrainData, TrainReport, TrainRows, TrainState, TrainStep, Trainable, Trainer,
 };

@@ -1,5 +1,7 @@
 //! The settings of a training run and their checks.
 
+use std::str::FromStr;
+
 use mtl_model::FreezePolicy;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,9 @@ pub struct TrainConfig {
     pub eval_every: Option<usize>,
     /// Stop after this many evaluations without a better mean dev macro-F1.
     pub patience: Option<usize>,
+    /// Which model a run with dev data ends with.
+    #[serde(default, skip_serializing_if = "Keep::is_best")]
+    pub keep: Keep,
     /// Also write a checkpoint every N optimizer steps.
     pub checkpoint_every: Option<usize>,
     /// Rows per forward pass at evaluation.
@@ -65,6 +70,7 @@ impl Default for TrainConfig {
             seed: 42,
             eval_every: None,
             patience: None,
+            keep: Keep::Best,
             checkpoint_every: None,
             eval_batch_size: 64,
             shards: None,
@@ -106,6 +112,38 @@ impl TrainConfig {
             )));
         }
         self.optim.validate()
+    }
+}
+
+/// The model a run ends with (and writes to `<out>/model`) when it has dev data; without dev
+/// data it is always the last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The best dev evaluation's (mean macro-F1).
+    #[default]
+    Best,
+    /// The last one's (dev is still evaluated, logged and drives early stopping).
+    Last,
+}
+
+impl Keep {
+    fn is_best(&self) -> bool {
+        *self == Keep::Best
+    }
+}
+
+impl FromStr for Keep {
+    type Err = TrainError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "best" => Ok(Self::Best),
+            "last" => Ok(Self::Last),
+            _ => Err(TrainError::Config(format!(
+                "unknown model to keep {s:?}: expected best or last"
+            ))),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use mtl_model::{MultiTaskModel, TaskSpec};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::io_error;
+use super::config::Keep;
 use super::run::Run;
 use super::Trainable;
 use crate::data::Dataset;
@@ -173,8 +174,9 @@ pub(super) fn append_jsonl(path: &Path, record: &EvalRecord) -> Result<()> {
     file.write_all(&line).map_err(io)
 }
 
-/// The best dev record of a run's `metrics.jsonl` (for a run resumed after its best evaluation).
-pub(super) fn read_best(path: &Path) -> Result<Option<EvalRecord>> {
+/// The dev record of a run's `metrics.jsonl` that `keep` picks: the best or the last (for a
+/// run resumed after that evaluation).
+pub(super) fn read_kept(path: &Path, keep: Keep) -> Result<Option<EvalRecord>> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(None);
     };
@@ -185,11 +187,8 @@ pub(super) fn read_best(path: &Path) -> Result<Option<EvalRecord>> {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        if rec.split == "dev"
-            && best
-                .as_ref()
-                .is_none_or(|b| rec.mean_macro_f1 > b.mean_macro_f1)
-        {
+        let better = |b: &EvalRecord| keep == Keep::Last || rec.mean_macro_f1 > b.mean_macro_f1;
+        if rec.split == "dev" && best.as_ref().is_none_or(better) {
             best = Some(rec);
         }
     }
@@ -233,7 +232,8 @@ fn dev_summary(rec: &EvalRecord, improved: bool) -> String {
 impl<AB: AutodiffBackend> Run<'_, AB> {
     /// One evaluation on dev (if any), of the model without dropout: recorded in
     /// `metrics.jsonl` with the training losses since the last one, and the model saved to
-    /// `<out>/model` when it is the best so far. True when patience has run out.
+    /// `<out>/model` when it is the best so far (unless the last is kept). True when patience
+    /// has run out.
     pub(super) fn evaluate_dev(&mut self, trainable: &Trainable<AB>, epoch: usize) -> Result<bool> {
         let (Some(dev), Some(split)) = (self.data.dev, self.dev_split.as_ref()) else {
             return Ok(false);
@@ -253,15 +253,20 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
         let state = &mut self.state;
         let improved = state.best_score.is_none_or(|b| rec.mean_macro_f1 > b);
         self.progress.println(dev_summary(&rec, improved));
+        let keep_best = self.config.keep == Keep::Best;
         if improved {
             state.best_score = Some(rec.mean_macro_f1);
             state.best_step = Some(state.step);
             state.evals_since_best = 0;
-            let dir = self.paths.model.clone();
-            self.writer.submit(move || Ok(valid.save(&dir)?))?;
-            self.best = Some(rec);
+            if keep_best {
+                let dir = self.paths.model.clone();
+                self.writer.submit(move || Ok(valid.save(&dir)?))?;
+            }
         } else {
             state.evals_since_best += 1;
+        }
+        if improved || !keep_best {
+            self.kept = Some(rec);
         }
         Ok(self
             .config
@@ -284,7 +289,10 @@ impl<AB: AutodiffBackend> Run<'_, AB> {
             metrics,
             "test",
             self.state.epoch,
-            self.state.best_step.unwrap_or(self.state.step),
+            match self.config.keep {
+                Keep::Best => self.state.best_step.unwrap_or(self.state.step),
+                Keep::Last => self.state.step,
+            },
             BTreeMap::new(),
         );
         append_jsonl(&self.paths.metrics, &rec)?;

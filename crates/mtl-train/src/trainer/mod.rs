@@ -33,7 +33,7 @@ use checkpoint::io_error;
 use run::Run;
 
 pub use checkpoint::TrainState;
-pub use config::TrainConfig;
+pub use config::{Keep, TrainConfig};
 pub use eval::{evaluate, EvalRecord};
 pub use step::{Batch, BatchLosses, StepTimes, TrainRows, TrainStep};
 
@@ -68,8 +68,9 @@ pub struct Trainable<B: Backend> {
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
-    /// The best (or, without a dev set, last) dev evaluation.
-    pub best: Option<EvalRecord>,
+    /// The dev evaluation of the resulting model: the best one, or with [`Keep::Last`] the
+    /// last one (`None` without dev data, or when the last model was not evaluated).
+    pub dev: Option<EvalRecord>,
     /// The test evaluation of the resulting model.
     pub test: Option<EvalRecord>,
     /// Optimizer steps done.

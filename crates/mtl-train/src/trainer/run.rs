@@ -11,8 +11,8 @@ use mtl_model::MultiTaskModel;
 
 use super::card::write_model_card;
 use super::checkpoint::{self, TrainState};
-use super::config::TrainConfig;
-use super::eval::{read_best, write_results, EvalRecord, Split};
+use super::config::{Keep, TrainConfig};
+use super::eval::{read_kept, write_results, EvalRecord, Split};
 use super::progress::{LossLog, Progress};
 use super::step::{Batch, TrainRows, TrainStep};
 use super::writer::Writer;
@@ -88,7 +88,8 @@ pub(super) struct Run<'a, AB: AutodiffBackend> {
     pub(super) sentences_here: u64,
     /// Seconds of those in all-reduces between peers.
     pub(super) all_reduce_seconds: f64,
-    pub(super) best: Option<EvalRecord>,
+    /// The dev evaluation of the model kept so far (the best, or with `Keep::Last` the last).
+    pub(super) kept: Option<EvalRecord>,
     /// Checkpoints and the best model, written while training goes on.
     pub(super) writer: Writer,
 }
@@ -154,7 +155,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             train_seconds: 0.0,
             sentences_here: 0,
             all_reduce_seconds: 0.0,
-            best: None,
+            kept: None,
             writer: Writer::default(),
         })
     }
@@ -344,7 +345,8 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             .submit(move || checkpoint::save(&out, &model, &optim, &state))
     }
 
-    /// The result: the best dev model (without a dev set, the last), evaluated on test, with
+    /// The result: the best dev model (with `Keep::Last` or without a dev set, the last),
+    /// evaluated on test, with
     /// `results.json`; after an interruption, the model as it is.
     pub(super) fn finish(
         mut self,
@@ -357,9 +359,9 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             peer.finish::<AB::InnerBackend>()?;
         }
         if flow == Flow::Interrupted || !self.is_leader() {
-            let best = self.best.take();
+            let kept = self.kept.take();
             let finished = flow != Flow::Interrupted;
-            return Ok((trainable.model.valid(), self.report(best, None, finished)));
+            return Ok((trainable.model.valid(), self.report(kept, None, finished)));
         }
         if flow == Flow::EarlyStop {
             eprintln!(
@@ -367,32 +369,36 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
                 self.state.evals_since_best
             );
         }
-        if self.data.dev.is_none() {
+        let keep = self.config.keep;
+        if self.data.dev.is_none() || keep == Keep::Last {
             self.selected(&trainable).save(&self.paths.model)?;
         }
-        let best = match self.best.take() {
-            Some(best) => Some(best),
-            None => read_best(&self.paths.metrics)?,
+        let kept = match self.kept.take() {
+            Some(kept) => Some(kept),
+            None => read_kept(&self.paths.metrics, keep)?,
         };
+        // The last model's dev evaluation, unless it was not evaluated (`eval_every`).
+        let step = self.state.step;
+        let kept = kept.filter(|k| keep == Keep::Best || k.step == step);
         let result = MultiTaskModel::<AB::InnerBackend>::load(&self.paths.model, &self.device)?;
         let test = self.evaluate_test(&result)?;
-        let record = test.as_ref().or(best.as_ref());
+        let record = test.as_ref().or(kept.as_ref());
         if let Some(rec) = record {
             write_results(&self.paths.out, rec)?;
         }
         let base = self.trainer.options.base_model.as_deref();
         write_model_card(&self.paths.model, base, result.tasks(), self.config, record)?;
-        Ok((result, self.report(best, test, true)))
+        Ok((result, self.report(kept, test, true)))
     }
 
     fn report(
         &self,
-        best: Option<EvalRecord>,
+        dev: Option<EvalRecord>,
         test: Option<EvalRecord>,
         finished: bool,
     ) -> TrainReport {
         TrainReport {
-            best,
+            dev,
             test,
             steps: self.state.step,
             finished,

@@ -109,8 +109,9 @@ impl Trainer {
     /// `<out>/metrics.jsonl` and `<out>/results.json`. With `resume` and an existing checkpoint,
     /// the run continues from it (and `model` is replaced by the checkpoint's).
     ///
-    /// Returns the resulting model (the best dev evaluation's, without a dev set the last; after
-    /// `stop_after_steps`, the model as it was when stopped), without autodiff, and the report.
+    /// Returns the resulting model (the best dev evaluation's, with [`Keep::Last`] or without a
+    /// dev set the last; after `stop_after_steps`, the model as it was when stopped), without
+    /// autodiff, and the report.
     pub fn fit<AB: AutodiffBackend>(
         &self,
         model: MultiTaskModel<AB>,

@@ -2,14 +2,16 @@
 """The single-task training recipe of `mtl train` in PyTorch, for side-by-side accuracy figures.
 
 all-MiniLM-L6-v2 (transformers' BertModel, dropout 0.1, no pooler) -> masked mean pooling ->
-Linear(384, 192) -> ReLU -> Dropout(p) -> Linear(192, classes); mean cross-entropy; AdamW
-(weight decay 0.01 except biases and LayerNorm weights), linear warmup over a share of the steps
-then linear decay to 0, gradient norm clipped at 1.0; batches drawn at random from a seeded
-shuffle each epoch. Prints one JSON line: the seed and the test accuracy.
+Linear(384, 192) -> ReLU -> Dropout(p) -> Linear(192, classes); mean cross-entropy (optionally
+label-smoothed); AdamW (weight decay 0.01 except biases and LayerNorm weights) with mtl's rate
+groups: the top encoder layer at --lr, each layer below times --layer-decay, the embeddings once
+more, the head at --head-lr (default --lr); linear warmup over a share of the steps then linear
+decay to 0, gradient norm clipped at 1.0; batches drawn at random from a seeded shuffle each
+epoch. Prints one JSON line: the seed and the test accuracy.
 
     python scripts/pytorch_train.py --train TRAIN.tsv --test TEST.tsv --label sentiment \
         [--model models/all-MiniLM-L6-v2] [--epochs 1] [--lr 5e-5] [--batch 32] [--seed 1] \
-        [--warmup 0.1] [--head-dropout 0.1]
+        [--warmup 0.1] [--head-dropout 0.1] [--head-lr LR] [--layer-decay 1] [--label-smoothing 0]
 
 Both files are TSVs with a header, the text in column `text` or `sentence`, the label in
 `--label`. Needs torch and transformers (`pip install torch transformers`); runs on 2 threads.
@@ -34,6 +36,8 @@ def main():
     p.add_argument("--epochs", type=int, default=1); p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch", type=int, default=32); p.add_argument("--seed", type=int, default=1)
     p.add_argument("--warmup", type=float, default=0.1); p.add_argument("--head-dropout", type=float, default=0.1)
+    p.add_argument("--head-lr", type=float); p.add_argument("--layer-decay", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
     a = p.parse_args()
     torch.set_num_threads(2); torch.manual_seed(a.seed); random.seed(a.seed)
     texts, labels = read(a.train, a.label)
@@ -48,8 +52,21 @@ def main():
     head = nn.Sequential(nn.Linear(dim, dim // 2), nn.ReLU(), nn.Dropout(a.head_dropout), nn.Linear(dim // 2, len(classes)))
     params = list(enc.named_parameters()) + [("head." + n, q) for n, q in head.named_parameters()]
     no_decay = lambda n: n.endswith(".bias") or "LayerNorm" in n
-    opt = torch.optim.AdamW([{"params": [q for n, q in params if not no_decay(n)], "weight_decay": 0.01},
-                             {"params": [q for n, q in params if no_decay(n)], "weight_decay": 0.0}], lr=a.lr)
+    layers = enc.config.num_hidden_layers
+
+    def rate(n):
+        if n.startswith("head."):
+            return a.head_lr if a.head_lr is not None else a.lr
+        if n.startswith("embeddings."):
+            return a.lr * a.layer_decay ** layers
+        if n.startswith("encoder.layer."):
+            return a.lr * a.layer_decay ** (layers - 1 - int(n.split(".")[2]))
+        return a.lr
+
+    groups = {}
+    for n, q in params:
+        groups.setdefault((rate(n), 0.0 if no_decay(n) else 0.01), []).append(q)
+    opt = torch.optim.AdamW([{"params": qs, "lr": lr, "weight_decay": wd} for (lr, wd), qs in groups.items()])
     steps = a.epochs * ((len(texts) + a.batch - 1) // a.batch); warm = int(a.warmup * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
@@ -65,7 +82,8 @@ def main():
         order = list(range(len(texts))); random.shuffle(order)
         for i in range(0, len(order), a.batch):
             rows = order[i:i + a.batch]
-            loss = nn.functional.cross_entropy(head(embed([texts[r] for r in rows])), torch.tensor([y[r] for r in rows]))
+            logits = head(embed([texts[r] for r in rows]))
+            loss = nn.functional.cross_entropy(logits, torch.tensor([y[r] for r in rows]), label_smoothing=a.label_smoothing)
             opt.zero_grad(); loss.backward()
             torch.nn.utils.clip_grad_norm_([q for _, q in params], 1.0)
             opt.step(); sched.step()

@@ -362,6 +362,12 @@ fn keeping_the_last_model() {
     assert_eq!(saved, params_of(&out.path().join("checkpoint/model")));
     let records = jsonl(&out.path().join("metrics.jsonl"));
     assert_eq!(records.len(), 3, "one dev evaluation per epoch");
+    // The run is one whose last epoch is not its best, so that keeping the best would differ.
+    let score = |r: &serde_json::Value| r["mean_macro_f1"].as_f64().unwrap();
+    assert!(
+        records[..2].iter().any(|r| score(r) >= score(&records[2])),
+        "{records:?}"
+    );
     let dev_record = report.dev.unwrap();
     assert_eq!(dev_record.step, report.steps);
     assert_eq!(records[2]["step"], dev_record.step);

@@ -31,7 +31,7 @@ impl AdamStep {
             g,
             mut m,
             mut v,
-            avg,
+            mut avg,
         } = slot;
         let f = |x: f64| x as f32;
         let (b1, c1, b2, c2) = (
@@ -47,6 +47,7 @@ impl AdamStep {
             f(self.eps),
             f(self.step_size),
         );
+        let (d, c) = self.average.map_or((0.0, 0.0), |a| (f(a), f(1.0 - a)));
         let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 let g = g * scale;
@@ -55,26 +56,39 @@ impl AdamStep {
                 *p = *p * decay - (*m / ((*v / bias2).sqrt() + eps)) * step;
             }
         };
+        let average = |avg: Option<&mut [f32]>, p: &[f32]| {
+            if let Some(avg) = avg {
+                avg.iter_mut()
+                    .zip(p)
+                    .for_each(|(a, &p)| *a = *a * d + p * c);
+            }
+        };
         // Large tensors (the word embeddings) are split over the cores.
         let workers = cores();
         let chunk = p.len().div_ceil(workers).max(1 << 18);
+        // An average to follow (none yet at the first update: it starts as the weights).
+        if self.average.is_none() {
+            avg = None;
+        }
+        let mut avg_chunks: Vec<Option<&mut [f32]>> = match avg.as_mut() {
+            Some(a) => a.chunks_mut(chunk).map(Some).collect(),
+            None => Vec::new(),
+        };
+        avg_chunks.resize_with(p.len().div_ceil(chunk), || None);
         let parts: Vec<_> = p
             .chunks_mut(chunk)
             .zip(g.chunks(chunk))
             .zip(m.chunks_mut(chunk))
             .zip(v.chunks_mut(chunk))
+            .zip(avg_chunks)
             .collect();
-        map_parallel(parts, workers, |_, (((p, g), m), v)| update(p, g, m, v));
-        let avg = self.average.map(|decay| match avg {
-            Some(mut avg) => {
-                let (d, c) = (decay as f32, (1.0 - decay) as f32);
-                avg.iter_mut()
-                    .zip(&p)
-                    .for_each(|(a, &p)| *a = *a * d + p * c);
-                avg
-            }
-            None => p.clone(),
+        map_parallel(parts, workers, |_, ((((p, g), m), v), a)| {
+            update(p, g, m, v);
+            average(a, p);
         });
+        if self.average.is_some() && avg.is_none() {
+            avg = Some(p.clone());
+        }
         HostSlot { p, g, m, v, avg }
     }
 }

@@ -5,21 +5,23 @@ all-MiniLM-L6-v2 (transformers' BertModel, dropout 0.1, no pooler) -> masked mea
 Linear(384, 192) -> ReLU -> Dropout(p) -> Linear(192, classes); mean cross-entropy (optionally
 label-smoothed); AdamW (weight decay 0.01 except biases and LayerNorm weights) with mtl's rate
 groups: the top encoder layer at --lr, each layer below times --layer-decay, the embeddings once
-more, the head at --head-lr (default --lr); linear warmup over a share of the steps then linear
-decay to 0, gradient norm clipped at 1.0; batches drawn at random from a seeded shuffle each
-epoch. Prints one JSON line: the seed and the test accuracy.
+more, the head at --head-lr (default --lr); Hugging Face's linear schedule as `mtl train` has
+it (warmup from 0 over ceil(share x steps) updates, then linear decay to 0); gradient norm
+clipped at 1.0; batches drawn at random from a seeded shuffle each epoch. Prints one JSON line:
+the seed, the steps and each test file's accuracy.
 
     python scripts/pytorch_train.py --train TRAIN.tsv --test TEST.tsv --label sentiment \
         [--model models/all-MiniLM-L6-v2] [--epochs 1] [--lr 5e-5] [--batch 32] [--seed 1] \
         [--warmup 0.1] [--head-dropout 0.1] [--head-lr LR] [--layer-decay 1] [--label-smoothing 0]
 
-Both files are TSVs with a header, the text in column `text` or `sentence`, the label in
-`--label`. Needs torch and transformers (`pip install torch transformers`); runs on 2 threads.
+--test may be repeated (each file is scored on its own). The files are TSVs with a header, the
+text in column `text` or `sentence`, the label in `--label`. Needs torch and transformers
+(`pip install torch transformers`); runs on 2 threads.
 """
-import argparse, csv, json, random, sys
+import argparse, csv, json, math, random, sys
 
 import torch, torch.nn as nn
-from transformers import BertModel, BertTokenizerFast
+from transformers import BertModel, BertTokenizerFast, get_linear_schedule_with_warmup
 
 
 def read(path, label):
@@ -31,7 +33,7 @@ def read(path, label):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--train", required=True); p.add_argument("--test", required=True)
+    p.add_argument("--train", required=True); p.add_argument("--test", required=True, action="append")
     p.add_argument("--label", required=True); p.add_argument("--model", default="models/all-MiniLM-L6-v2")
     p.add_argument("--epochs", type=int, default=1); p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch", type=int, default=32); p.add_argument("--seed", type=int, default=1)
@@ -42,10 +44,11 @@ def main():
     torch.set_num_threads(2); torch.manual_seed(a.seed); random.seed(a.seed)
     texts, labels = read(a.train, a.label)
     classes = sorted(set(labels)); y = [classes.index(l) for l in labels]
-    test_texts, test_labels = read(a.test, a.label)
-    unknown = set(test_labels) - set(classes)
-    if unknown:
-        sys.exit(f"{a.test}: labels {sorted(unknown)} are not in {a.train}")
+    tests = {path: read(path, a.label) for path in a.test}
+    for path, (_, test_labels) in tests.items():
+        unknown = set(test_labels) - set(classes)
+        if unknown:
+            sys.exit(f"{path}: labels {sorted(unknown)} are not in {a.train}")
     tok = BertTokenizerFast.from_pretrained(a.model)
     enc = BertModel.from_pretrained(a.model, add_pooling_layer=False)
     dim = enc.config.hidden_size
@@ -67,9 +70,8 @@ def main():
     for n, q in params:
         groups.setdefault((rate(n), 0.0 if no_decay(n) else 0.01), []).append(q)
     opt = torch.optim.AdamW([{"params": qs, "lr": lr, "weight_decay": wd} for (lr, wd), qs in groups.items()])
-    steps = a.epochs * ((len(texts) + a.batch - 1) // a.batch); warm = int(a.warmup * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+    steps = a.epochs * ((len(texts) + a.batch - 1) // a.batch); warm = math.ceil(a.warmup * steps)
+    sched = get_linear_schedule_with_warmup(opt, warm, steps)
 
     def embed(batch):
         x = tok(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
@@ -87,12 +89,18 @@ def main():
             opt.zero_grad(); loss.backward()
             torch.nn.utils.clip_grad_norm_([q for _, q in params], 1.0)
             opt.step(); sched.step()
-    enc.eval(); head.eval(); right = 0
+    enc.eval(); head.eval()
+    print(json.dumps({"seed": a.seed, "steps": steps,
+                      "test_accuracy": {path: accuracy(head, embed, classes, *rows) for path, rows in tests.items()}}))
+
+
+def accuracy(head, embed, classes, texts, labels):
+    right = 0
     with torch.no_grad():
-        for i in range(0, len(test_texts), 64):
-            pred = head(embed(test_texts[i:i + 64])).argmax(1).tolist()
-            right += sum(classes[k] == l for k, l in zip(pred, test_labels[i:i + 64]))
-    print(json.dumps({"seed": a.seed, "steps": steps, "test_accuracy": right / len(test_texts)}))
+        for i in range(0, len(texts), 64):
+            pred = head(embed(texts[i:i + 64])).argmax(1).tolist()
+            right += sum(classes[k] == l for k, l in zip(pred, labels[i:i + 64]))
+    return right / len(texts)
 
 
 if __name__ == "__main__":

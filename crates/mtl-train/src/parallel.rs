@@ -13,7 +13,7 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use mtl_encoder::runtime::{map_parallel, seed_dropout, Rng};
+use mtl_encoder::runtime::{map_parallel, seed_dropout, Rng, SingleThreadedBlas};
 
 /// `n` rows cut into at most `shards` contiguous, non-empty ranges whose lengths differ by at
 /// most one (longer ones first).
@@ -149,9 +149,14 @@ pub fn fork<AB: AutodiffBackend, M: AutodiffModule<AB>>(module: &M) -> M {
 /// Runs `loss(module, rows)` for each of the row ranges `shards` and returns, in shard order,
 /// the gradients of each shard's loss with `loss`'s second value. Shards run on up to `threads`
 /// workers ([`map_parallel`]), the last shard first; shard `k` seeds its dropout with
-/// [`shard_seed`]`(seed, first + k)` first (`first`: its batch index of the first shard). The losses should be scaled so that their sum is the batch's loss (a shard's mean
-/// times its share of the rows). Callers order the rows by length first: each shard then pads
-/// to its own longest row, far less than the batch's (see [`by_length`]).
+/// [`shard_seed`]`(seed, first + k)` first (`first`: its batch index of the first shard). The
+/// losses should be scaled so that their sum is the batch's loss (a shard's mean times its share
+/// of the rows). Callers order the rows by length first: each shard then pads to its own longest
+/// row, far less than the batch's (see [`by_length`]).
+///
+/// BLAS products run on one thread here whatever `threads` is ([`SingleThreadedBlas`]):
+/// OpenBLAS cuts its sums by its thread count, so a shard's gradients would otherwise depend on
+/// how many workers (or peers) share the cores rather than on the shards alone.
 pub fn shard_gradients<AB, M, R, F>(
     module: &M,
     shards: &[Range<usize>],
@@ -167,6 +172,7 @@ where
     F: Fn(&M, Range<usize>) -> (Tensor<AB, 1>, R) + Sync,
 {
     let ranges = shards;
+    let _blas = SingleThreadedBlas::new();
     // The workers take the costliest shards (the caller's last) first, so that long and short
     // shards balance across them; the results come back in shard order.
     let copies: Vec<(usize, M)> = (0..ranges.len()).rev().map(|k| (k, fork(module))).collect();

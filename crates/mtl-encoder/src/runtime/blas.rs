@@ -1,11 +1,12 @@
 //! Keeps the encoder's worker threads and a multi-threaded BLAS from oversubscribing the cores.
 //!
 //! With the `openblas` feature, burn-ndarray's matrix products go through OpenBLAS, which runs
-//! each product on every core. That is what a training step (one thread) wants, but when the
-//! encoder already runs one worker per core, both layers of threads compete: measured on 2 cores,
-//! encoding at batch 32 fell from 135 to 97 sentences/s. While any [`SingleThreadedBlas`] guard
-//! is alive OpenBLAS runs on one thread; the last guard dropped restores its previous count.
-//! Without the feature the guard does nothing.
+//! each product on every core. When the encoder already runs one worker per core, both layers of
+//! threads compete: measured on 2 cores, encoding at batch 32 fell from 135 to 97 sentences/s.
+//! OpenBLAS also cuts its sums by its thread count, so its results depend on it; training holds
+//! it to one thread for that reason alone. While any [`SingleThreadedBlas`] guard is alive
+//! OpenBLAS runs on one thread; the last guard dropped restores its previous count. Without the
+//! feature the guard does nothing.
 
 #[cfg(feature = "openblas")]
 mod imp {

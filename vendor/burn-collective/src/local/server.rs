@@ -249,7 +249,7 @@ impl<B: Backend> LocalCollectiveServer<B> {
                 self.process_broadcast_message(device_id, tensor, callback)
                     .await
             }
-            Message::Reset => self.reset(),
+            Message::Reset => self.reset().await,
             Message::Finish { id, callback } => self.process_finish_message(id, callback).await,
         }
     }
@@ -291,7 +291,9 @@ impl<B: Backend> LocalCollectiveServer<B> {
         if let Some(global_params) = &global_params
             && self.global_client.is_none()
         {
-            let server = WsServer::new(global_params.data_service_port);
+            // The data service listens on this node's own address only (not every interface).
+            let host = node_host(&global_params.node_address);
+            let server = WsServer::with_host(host, global_params.data_service_port);
             let client = Node::new(&global_params.global_address, server);
             self.global_client = Some(client)
         }
@@ -458,12 +460,26 @@ impl<B: Backend> LocalCollectiveServer<B> {
         }
     }
 
-    /// Reinitializes the collective server
-    fn reset(&mut self) {
+    /// Reinitializes the collective server, its node included: after a failed run, the next
+    /// register starts from nothing (a new data service and orchestrator session).
+    async fn reset(&mut self) {
         self.peers.clear();
+        self.config = None;
+        self.devices.clear();
+        self.callbacks_register.clear();
         self.all_reduce_op = None;
         self.reduce_op = None;
         self.broadcast_op = None;
+        if let Some(mut global_client) = self.global_client.take() {
+            // An orchestrator that is gone never acknowledges: stop the node's services anyway.
+            let finish = global_client.finish();
+            if tokio::time::timeout(std::time::Duration::from_secs(5), finish)
+                .await
+                .is_err()
+            {
+                global_client.abort();
+            }
+        }
     }
 
     /// Processes a Message::Finish.
@@ -493,3 +509,13 @@ impl<B: Backend> LocalCollectiveServer<B> {
         callback.send(Ok(())).unwrap();
     }
 }
+
+/// The host of a node address (`ws://HOST:PORT`, `HOST:PORT` or `[V6]:PORT`).
+fn node_host(address: &burn_communication::Address) -> String {
+    let text = address.to_string();
+    let text = text.split_once("://").map_or(text.as_str(), |(_, rest)| rest);
+    let text = text.split('/').next().unwrap_or(text);
+    let host = text.rsplit_once(':').map_or(text, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+

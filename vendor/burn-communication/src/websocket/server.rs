@@ -16,6 +16,7 @@ use futures::StreamExt;
 
 #[derive(Clone, Debug)]
 pub struct WsServer {
+    host: String,
     port: u16,
     router: Router<()>,
 }
@@ -25,8 +26,15 @@ pub struct WsServerChannel {
 }
 
 impl WsServer {
+    /// A server on `port` of every interface.
     pub fn new(port: u16) -> Self {
+        Self::with_host("0.0.0.0", port)
+    }
+
+    /// A server on `port` of the interface of `host` (an address or a name).
+    pub fn with_host(host: impl Into<String>, port: u16) -> Self {
         Self {
+            host: host.into(),
             port,
             router: Router::new(),
         }
@@ -43,7 +51,10 @@ impl ProtocolServer for WsServer {
     {
         init_logging();
 
-        let address = format!("0.0.0.0:{}", self.port);
+        let address = match self.host.contains(':') && !self.host.starts_with('[') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        };
         log::info!("Starting server {address}");
 
         let listener = tokio::net::TcpListener::bind(address).await?;
@@ -100,7 +111,8 @@ impl CommunicationChannel for WsServerChannel {
                 Err(err) => Err(WsServerError::Axum(err)),
                 msg => Err(WsServerError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // The stream ended: the peer went away.
+            None => Ok(None),
         }
     }
 

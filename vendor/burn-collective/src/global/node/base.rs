@@ -40,6 +40,7 @@ where
     data_service: Arc<TensorDataService<B, P>>,
     sync_service: Arc<SyncService<P>>,
     worker: GlobalClientWorker<P::Client>,
+    cancel_token: CancellationToken,
     _n: PhantomData<P>,
 }
 
@@ -77,6 +78,7 @@ where
             data_service,
             sync_service,
             worker,
+            cancel_token,
             _n: PhantomData,
         }
     }
@@ -189,6 +191,12 @@ where
         _strategy: BroadcastStrategy,
     ) -> Result<B::FloatTensorPrimitive, GlobalCollectiveError> {
         unimplemented!("Global broadcast unimplemented");
+    }
+
+    /// Stops the node's services (its data and sync server, its orchestrator connection)
+    /// without unregistering.
+    pub fn abort(&mut self) {
+        self.cancel_token.cancel();
     }
 
     pub async fn finish(&mut self) {

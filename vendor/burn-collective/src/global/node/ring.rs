@@ -89,6 +89,7 @@ where
         &mut send_slice_idx,
         true,
         prev_node.clone(),
+        ring[prev_node_idx],
         &data_service,
         device,
     )
@@ -101,13 +102,14 @@ where
         &mut send_slice_idx,
         false,
         prev_node.clone(),
+        ring[prev_node_idx],
         &data_service,
         device,
     )
     .await?;
 
     // Wait for all nodes to finish
-    sync_service.sync().await;
+    sync_service.sync().await?;
 
     // merge slices
     Ok(B::float_cat(slices, slice_dim))
@@ -127,6 +129,7 @@ async fn do_cycles<B, P>(
     send_slice_idx: &mut usize,
     is_phase_one: bool,
     prev_node: Address,
+    prev_node_id: NodeId,
     data_service: &Arc<TensorDataService<B, P>>,
     device: &B::Device,
 ) -> Result<(), GlobalCollectiveError>
@@ -156,13 +159,16 @@ where
         };
 
         upload.await.unwrap();
-        let download = download.await.unwrap();
+        let download = download
+            .await
+            .ok()
+            .flatten()
+            .ok_or(GlobalCollectiveError::PeerLost(prev_node_id))?;
         if is_phase_one {
-            let download = download.expect("Peer closed download connection");
             let tensor = B::float_from_data(download, device);
             slices[recv_slice_idx] = B::float_add(slices[recv_slice_idx].clone(), tensor);
         } else {
-            let tensor = B::float_from_data(download.unwrap(), device);
+            let tensor = B::float_from_data(download, device);
             let old_shape = slices[recv_slice_idx].shape();
             if old_shape != tensor.shape() {
                 return Err(GlobalCollectiveError::PeerSentIncoherentTensor);

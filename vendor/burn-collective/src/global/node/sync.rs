@@ -8,7 +8,7 @@ use burn_communication::{CommunicationChannel, Message, Protocol, ProtocolClient
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, RwLock};
 
-use crate::{NodeId, node::base::NodeState};
+use crate::{NodeId, global::shared::GlobalCollectiveError, node::base::NodeState};
 
 /// Handles the status of sync requests from other nodes
 pub(crate) struct SyncService<P: Protocol> {
@@ -41,12 +41,15 @@ impl<P: Protocol> SyncService<P> {
     }
 
     /// Sync with all peers.
-    pub async fn sync(&self) {
+    ///
+    /// Each call consumes one pending request of every node (its own included), so that a
+    /// fast node's request for the next round, already received, is kept for that round.
+    pub async fn sync(&self) -> Result<(), GlobalCollectiveError> {
         // we can't sync while we register
         let node_state = self.node_state.read().await;
         let node_state = node_state
             .as_ref()
-            .expect("Trying to sync a node before having registered to the orchestrator");
+            .ok_or(GlobalCollectiveError::AllReduceBeforeRegister)?;
 
         // this peer is syncing
         self.add_syncing_peer(node_state.node_id);
@@ -57,41 +60,50 @@ impl<P: Protocol> SyncService<P> {
 
             let mut connection = P::Client::connect(addr.clone(), "sync")
                 .await
-                .expect("Couldn't connect to peer for sync");
+                .ok_or(GlobalCollectiveError::PeerLost(*id))?;
             let msg = SyncRequest(node_state.node_id);
             let sync_bytes = rmp_serde::to_vec(&msg).unwrap();
             connection
                 .send(Message::new(sync_bytes.into()))
                 .await
-                .expect("Peer closed connection unexpectedly");
+                .map_err(|_| GlobalCollectiveError::PeerLost(*id))?;
         }
         loop {
+            // Registered before the check: a request that arrives between the check and the
+            // wait still wakes this loop.
+            let notified = self.sync_notif.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             {
-                // compare currently synced peers with list of all nodes
-                let mut syncing_peers = self.syncing_peers.lock().unwrap().to_vec();
-                syncing_peers.sort();
-
-                let mut all_node_ids = node_state.nodes.keys().cloned().collect::<Vec<_>>();
-                all_node_ids.sort();
-
-                if syncing_peers == all_node_ids {
-                    // all nodes have synced
-                    syncing_peers.clear();
-                    return;
+                // compare the pending requests with the list of all nodes, in place
+                let mut syncing_peers = self.syncing_peers.lock().unwrap();
+                if node_state
+                    .nodes
+                    .keys()
+                    .all(|id| syncing_peers.contains(id))
+                {
+                    // all nodes have synced: consume one request of each
+                    for id in node_state.nodes.keys() {
+                        let at = syncing_peers.iter().position(|p| p == id).unwrap();
+                        syncing_peers.remove(at);
+                    }
+                    return Ok(());
                 }
             }
             // Wait for the next sync to come in
-            self.sync_notif.notified().await
+            notified.await;
         }
     }
 
     pub async fn handle_sync_connection<C: CommunicationChannel>(&self, mut channel: C) {
-        let msg = channel.recv().await.unwrap();
-        let Some(msg) = msg else {
+        let Ok(Some(msg)) = channel.recv().await else {
             return;
         };
 
-        let msg = rmp_serde::from_slice::<SyncRequest>(&msg.data).unwrap();
+        let Ok(msg) = rmp_serde::from_slice::<SyncRequest>(&msg.data) else {
+            log::warn!("Received a sync message that is not a sync request.");
+            return;
+        };
 
         self.add_syncing_peer(msg.0);
 

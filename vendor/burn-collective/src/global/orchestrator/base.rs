@@ -4,7 +4,7 @@ use tokio::sync::Mutex;
 
 use crate::global::{
     orchestrator::state::GlobalCollectiveState,
-    shared::{CollectiveMessage, GlobalCollectiveError},
+    shared::{CollectiveMessage, GlobalCollectiveError, SessionId},
 };
 use burn_communication::{
     CommunicationChannel, Message, ProtocolServer, util::os_shutdown_signal, websocket::WsServer,
@@ -98,7 +98,19 @@ impl GlobalOrchestrator {
         log::info!("[Request Handler] On new connection.");
 
         let mut session_id = None;
+        let result = self.serve_requests::<S>(&mut stream, &mut session_id).await;
+        // The node's connection closed, cleanly or not: forget its registration.
+        if let Some(id) = session_id {
+            self.state.lock().await.forget(id);
+        }
+        result
+    }
 
+    async fn serve_requests<S: ProtocolServer>(
+        &self,
+        stream: &mut S::Channel,
+        session_id: &mut Option<SessionId>,
+    ) -> Result<(), GlobalCollectiveError> {
         loop {
             let packet = stream.recv().await?;
             let Some(msg) = packet else {
@@ -113,10 +125,10 @@ impl GlobalOrchestrator {
             match msg {
                 CollectiveMessage::Init(id) => {
                     state.init_session(id);
-                    session_id = Some(id);
+                    *session_id = Some(id);
                 }
                 CollectiveMessage::Request(request_id, remote_request) => {
-                    let session_id = session_id.ok_or(GlobalCollectiveError::FirstMsgNotInit)?;
+                    let session_id = (*session_id).ok_or(GlobalCollectiveError::FirstMsgNotInit)?;
                     state
                         .process_request(session_id, request_id, remote_request)
                         .await;
@@ -130,7 +142,12 @@ impl GlobalOrchestrator {
 
 /// Start a global orchestrator with WebSocket on the given port
 pub async fn start_global_orchestrator(port: u16) {
-    let server = WsServer::new(port);
+    start_global_orchestrator_at("0.0.0.0", port).await
+}
+
+/// Start a global orchestrator with WebSocket on `port` of the interface of `host`
+pub async fn start_global_orchestrator_at(host: &str, port: u16) {
+    let server = WsServer::with_host(host, port);
     let res = GlobalOrchestrator::start(os_shutdown_signal(), server).await;
     if let Err(err) = res {
         log::error!("Global Collective Orchestrator error: {err:?}");

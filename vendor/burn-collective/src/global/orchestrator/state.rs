@@ -27,7 +27,10 @@ impl Session {
     }
 
     async fn respond(&mut self, response: CollectiveMessageResponse) {
-        self.response_sender.send(response).await.unwrap();
+        // A node that went away has no one reading its responses.
+        if self.response_sender.send(response).await.is_err() {
+            log::warn!("A response to a node that has gone away was dropped.");
+        }
     }
 }
 
@@ -86,8 +89,26 @@ impl GlobalCollectiveState {
         session_id: SessionId,
         response: CollectiveMessageResponse,
     ) {
-        let session = self.sessions.get_mut(&session_id).unwrap();
-        session.respond(response).await;
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            session.respond(response).await;
+        }
+    }
+
+    /// Forgets a node whose connection closed (it finished, died or was stopped): its
+    /// registration and pending requests. When no node is left, the next run may have
+    /// another node count. Without this, the peers of a failed run would be refused
+    /// (`DoubleRegister`) until the orchestrator restarts.
+    pub(crate) fn forget(&mut self, session_id: SessionId) {
+        self.sessions.remove(&session_id);
+        self.register_requests.retain(|(s, _, _)| *s != session_id);
+        if let Some(node_id) = self.registered_nodes.remove(&session_id) {
+            self.node_addresses.remove(&node_id);
+            self.node_peers.remove(&node_id);
+        }
+        if self.registered_nodes.is_empty() {
+            self.cur_num_nodes = None;
+            self.num_global_peers = 0;
+        }
     }
 
     /// Process an incoming node's request
@@ -183,13 +204,20 @@ impl GlobalCollectiveState {
             }
         }
 
-        self.num_global_peers += peers.len() as u32;
-
-        let node_id: NodeId = self.registered_nodes.len().into();
-        self.registered_nodes.insert(session_id, node_id);
-        if self.node_addresses.values().any(|addr| node_addr == *addr) {
+        // Refused before anything is recorded, so that a refusal leaves no trace.
+        if self.registered_nodes.contains_key(&session_id)
+            || self.node_addresses.values().any(|addr| node_addr == *addr)
+        {
             return Err(GlobalCollectiveError::DoubleRegister);
         }
+        self.num_global_peers += peers.len() as u32;
+
+        // The smallest id not in use (ids of forgotten nodes are free again).
+        let node_id: NodeId = (0u32..)
+            .map(NodeId::from)
+            .find(|id| !self.node_addresses.contains_key(id))
+            .unwrap();
+        self.registered_nodes.insert(session_id, node_id);
         self.node_addresses.insert(node_id, node_addr);
         self.node_peers.insert(node_id, peers);
 

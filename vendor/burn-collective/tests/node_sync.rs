@@ -105,7 +105,10 @@ fn wait_all(mut nodes: Vec<Child>, logs: &[(PathBuf, PathBuf)], strategy_name: &
             Some(Some(0)),
             "{strategy_name}: node {rank} failed\n{out}\n{err}"
         );
-        assert!(out.contains("exact sums"), "{strategy_name}: node {rank}: {out}");
+        assert!(
+            out.contains("exact sums"),
+            "{strategy_name}: node {rank}: {out}"
+        );
     }
 }
 
@@ -142,7 +145,11 @@ fn three_nodes_fifty_rounds_exact_sums() {
         let nodes = (0..NODES)
             .map(|rank| {
                 Command::new(std::env::current_exe().unwrap())
-                    .args(["--exact", "three_nodes_fifty_rounds_exact_sums", "--nocapture"])
+                    .args([
+                        "--exact",
+                        "three_nodes_fifty_rounds_exact_sums",
+                        "--nocapture",
+                    ])
                     .env("NODE_SYNC_RANK", rank.to_string())
                     .env("NODE_SYNC_ORCHESTRATOR", orchestrator.to_string())
                     .env("NODE_SYNC_DATA_PORT", free_port().to_string())

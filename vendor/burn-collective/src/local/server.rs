@@ -513,9 +513,12 @@ impl<B: Backend> LocalCollectiveServer<B> {
 /// The host of a node address (`ws://HOST:PORT`, `HOST:PORT` or `[V6]:PORT`).
 fn node_host(address: &burn_communication::Address) -> String {
     let text = address.to_string();
-    let text = text.split_once("://").map_or(text.as_str(), |(_, rest)| rest);
+    let text = text
+        .split_once("://")
+        .map_or(text.as_str(), |(_, rest)| rest);
     let text = text.split('/').next().unwrap_or(text);
     let host = text.rsplit_once(':').map_or(text, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']').to_string()
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
-

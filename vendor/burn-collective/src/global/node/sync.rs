@@ -77,11 +77,7 @@ impl<P: Protocol> SyncService<P> {
             {
                 // compare the pending requests with the list of all nodes, in place
                 let mut syncing_peers = self.syncing_peers.lock().unwrap();
-                if node_state
-                    .nodes
-                    .keys()
-                    .all(|id| syncing_peers.contains(id))
-                {
+                if node_state.nodes.keys().all(|id| syncing_peers.contains(id)) {
                     // all nodes have synced: consume one request of each
                     for id in node_state.nodes.keys() {
                         let at = syncing_peers.iter().position(|p| p == id).unwrap();

@@ -24,14 +24,6 @@ use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
 
 use crate::error::{Result, TrainError};
 
-/// The most values all-reduced at once between nodes (4 MiB): burn-communication's
-/// websocket messages stall on tensors of tens of megabytes.
-const NODE_PIECE: usize = 1 << 20;
-
-/// Whether burn-collective's multi-node all-reduce works past its first call (see
-/// [`PeerGroup::with_nodes`]).
-const MULTI_NODE_WORKS: bool = false;
-
 /// How this process meets the other nodes of a multi-machine run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSetup {
@@ -69,32 +61,18 @@ impl PeerGroup {
         }
     }
 
-    /// The same peers on each node of `node`.
-    ///
-    /// Refused for more than one node while burn-collective is at 0.21.0: its nodes complete
-    /// one collective operation per run and then wait forever on the second
-    /// (`SyncService::sync` in `global/node/sync.rs` clears a copy of its list of synced
-    /// nodes, not the list, so no later sync ever sees exactly every node).
-    pub fn with_nodes(self, node: NodeSetup) -> Result<Self> {
+    /// The same peers on each node of `node` (burn-collective's global level: the nodes meet
+    /// at the orchestrator, then all-reduce peer to peer through each node's data service on
+    /// `node.host:node.data_port`).
+    pub fn with_nodes(mut self, node: NodeSetup) -> Result<Self> {
         if node.nodes == 0 || node.rank >= node.nodes {
             return Err(TrainError::Config(format!(
                 "node rank {} is not in 0..{} (--node-rank, --nodes)",
                 node.rank, node.nodes
             )));
         }
-        if node.nodes > 1 && !MULTI_NODE_WORKS {
-            return Err(TrainError::Config(
-                "training on several nodes is not available: burn-collective 0.21.0's nodes \
-                 hang on their second all-reduce (a bug in its node sync); use --devices on one node"
-                    .into(),
-            ));
-        }
-        Ok(self.on_nodes(node))
-    }
-
-    fn on_nodes(mut self, node: NodeSetup) -> Self {
         self.node = Some(node);
-        self
+        Ok(self)
     }
 
     /// How long a collective call waits for the other peers (default 60 s).
@@ -183,6 +161,9 @@ impl Peer {
 
     /// Joins the collective on `device` (waits for every peer).
     pub(crate) fn register<B: Backend>(&mut self, device: &B::Device) -> Result<()> {
+        if let Some(node) = &self.group.node {
+            reach_orchestrator(&node.orchestrator, self.rank(), self.group.timeout)?;
+        }
         let (id, device, config) = (self.id(), device.clone(), self.group.config()?);
         self.call("joining the peers", move || {
             burn_collective::register::<B>(id, device, config)
@@ -202,34 +183,23 @@ impl Peer {
         Ok(Tensor::from_primitive(TensorPrimitive::Float(sum)))
     }
 
-    /// Host values summed over all peers, through tensors on `device`: with several nodes in
-    /// pieces of at most [`NODE_PIECE`] values.
+    /// Host values summed over all peers, through one tensor on `device` (padded with zeros
+    /// to at least one value per node: burn-collective's ring cuts it into one piece a node).
     pub(crate) fn sum_host<B: Backend>(
         &mut self,
         what: &str,
-        values: Vec<f32>,
-        device: &B::Device,
-    ) -> Result<Vec<f32>> {
-        if self.group.node.is_none() || values.len() <= NODE_PIECE {
-            return self.sum_piece::<B>(what, values, device);
-        }
-        let mut out = Vec::with_capacity(values.len());
-        for piece in values.chunks(NODE_PIECE) {
-            out.extend(self.sum_piece::<B>(what, piece.to_vec(), device)?);
-        }
-        Ok(out)
-    }
-
-    fn sum_piece<B: Backend>(
-        &mut self,
-        what: &str,
-        values: Vec<f32>,
+        mut values: Vec<f32>,
         device: &B::Device,
     ) -> Result<Vec<f32>> {
         let n = values.len();
-        let tensor = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device);
+        let nodes = self.group.node.as_ref().map_or(1, |node| node.nodes);
+        values.resize(n.max(nodes), 0.0);
+        let len = values.len();
+        let tensor = Tensor::<B, 1>::from_data(TensorData::new(values, [len]), device);
         // The peers' results share one buffer: copied out in one pass (see `host_values`).
-        Ok(mtl_encoder::ops::host_values(self.sum(what, tensor)?))
+        let mut sum = mtl_encoder::ops::host_values(self.sum(what, tensor)?);
+        sum.truncate(n);
+        Ok(sum)
     }
 
     /// The leader's `flag`, known to every peer.
@@ -242,9 +212,11 @@ impl Peer {
         Ok(self.sum_host::<B>("the leader's decision", vec![mine], device)?[0] > 0.5)
     }
 
-    /// Fails unless every peer's `fingerprint` (of its configuration and data) equals this one's.
+    /// Fails unless every peer's `fingerprint` of `what` equals this one's, naming the ranks
+    /// that differ and both hashes.
     pub(crate) fn check_same<B: Backend>(
         &mut self,
+        what: &str,
         fingerprint: u64,
         device: &B::Device,
     ) -> Result<()> {
@@ -255,29 +227,32 @@ impl Peer {
             .iter_mut()
             .zip(pieces(fingerprint))
             .for_each(|(s, p)| *s = p);
-        let all = self.sum_host::<B>("comparing configurations", slots, device)?;
-        let differ: Vec<usize> = all
+        let all = self.sum_host::<B>(&format!("comparing {what}"), slots, device)?;
+        let hash = |p: &[f32]| (0..4).fold(0u64, |h, k| h | ((p[k] as u64) << (16 * k)));
+        let differ: Vec<(usize, u64)> = all
             .chunks(4)
             .enumerate()
-            .filter(|(_, got)| !got.iter().copied().eq(pieces(fingerprint)))
-            .map(|(rank, _)| rank)
+            .map(|(rank, p)| (rank, hash(p)))
+            .filter(|&(_, h)| h != fingerprint)
             .collect();
         if differ.is_empty() {
             return Ok(());
         }
         Err(TrainError::PeerMismatch {
             rank: self.rank(),
-            others: differ,
+            what: what.to_string(),
+            mine: format!("{fingerprint:016x}"),
+            others: differ
+                .iter()
+                .map(|(r, h)| format!("rank {r} has {h:016x}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 
-    /// Leaves the collective. With several nodes, first waits a moment: burn-collective's
-    /// all-reduce returns on a node before the others have downloaded its last piece, and its
-    /// data service closes with it.
+    /// Leaves the collective (each all-reduce ends with a sync of every node, so no node still
+    /// downloads from this one's data service).
     pub(crate) fn finish<B: Backend>(&mut self) -> Result<()> {
-        if self.group.node.is_some() {
-            std::thread::sleep(self.group.timeout.min(Duration::from_secs(3)));
-        }
         let id = self.id();
         self.call("leaving the peers", move || {
             burn_collective::finish_collective::<B>(id)
@@ -346,12 +321,13 @@ impl Peer {
             Some(node) => {
                 let others: Vec<String> = (0..node.nodes)
                     .filter(|&r| r != node.rank)
-                    .map(|r| r.to_string())
+                    .map(|r| {
+                        let ranks = r * group.devices..(r + 1) * group.devices;
+                        let ranks: Vec<String> = ranks.map(|k| k.to_string()).collect();
+                        format!("rank {} (node {r})", ranks.join(", "))
+                    })
                     .collect();
-                format!(
-                    "node {} (every peer of this node arrived)",
-                    others.join(", ")
-                )
+                format!("{} (every peer of this node arrived)", others.join(" or "))
             }
             None => "no one: every peer arrived (burn-collective did not answer)".into(),
         }
@@ -363,15 +339,55 @@ pub(crate) fn reset<B: Backend>() {
     burn_collective::reset_collective::<B>();
 }
 
-/// Runs the orchestrator the nodes of a multi-machine run meet at, on `port` of every
-/// interface, until the process is interrupted.
-pub fn run_orchestrator(port: u16) -> Result<()> {
+/// Runs the orchestrator the nodes of a multi-machine run meet at, on `host:port`, until the
+/// process is interrupted (SIGINT / SIGTERM). It forgets the nodes of a run whose connections
+/// closed, so that the nodes of a failed run can start again without restarting it.
+pub fn run_orchestrator(host: &str, port: u16) -> Result<()> {
+    // Fail here, naming the address, rather than inside burn-collective's server task.
+    std::net::TcpListener::bind((host, port)).map_err(|e| {
+        TrainError::Config(format!(
+            "the orchestrator cannot listen on {host}:{port}: {e}"
+        ))
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| TrainError::Config(format!("cannot start the orchestrator's runtime: {e}")))?;
-    runtime.block_on(burn_collective::start_global_orchestrator(port));
+    runtime.block_on(burn_collective::start_global_orchestrator_at(host, port));
     Ok(())
+}
+
+/// Waits until a TCP connection to the orchestrator `address` opens, at most `timeout`.
+fn reach_orchestrator(address: &str, rank: usize, timeout: Duration) -> Result<()> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match address.to_socket_addrs() {
+            Ok(addrs) => {
+                for addr in addrs {
+                    let left = timeout
+                        .saturating_sub(start.elapsed())
+                        .max(Duration::from_millis(1));
+                    match TcpStream::connect_timeout(&addr, left.min(Duration::from_secs(2))) {
+                        Ok(_) => return Ok(()),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(TrainError::Collective {
+        rank,
+        what: "reaching the orchestrator".into(),
+        message: format!(
+            "no orchestrator at {address} within {} s ({last}); start `mtl orchestrator` there \
+             first, or check --orchestrator",
+            timeout.as_secs_f64()
+        ),
+    })
 }
 
 /// A 64-bit FNV-1a hash, for comparing configurations and data between peers.
@@ -411,7 +427,7 @@ mod tests {
             host: "127.0.0.1".into(),
             data_port: 2,
         };
-        let group = PeerGroup::new(2).on_nodes(node.clone());
+        let group = PeerGroup::new(2).with_nodes(node.clone()).unwrap();
         assert_eq!(group.world(), 6);
         assert_eq!(group.peer(1).rank(), 5);
         assert!(!group.peer(0).is_leader());
@@ -421,9 +437,30 @@ mod tests {
             ..node.clone()
         };
         assert!(PeerGroup::new(1).with_nodes(bad).is_err());
-        // Refused, not left to hang, while burn-collective's node sync is broken.
-        let err = PeerGroup::new(1).with_nodes(node).unwrap_err().to_string();
-        assert!(err.contains("several nodes"), "{err}");
+        assert_eq!(
+            group.peer(0).missing(),
+            "rank 0, 1 (node 0) or rank 2, 3 (node 1) (every peer of this node arrived)"
+        );
+    }
+
+    /// A node whose orchestrator is not there stops within the timeout, naming the address.
+    #[test]
+    fn an_unreachable_orchestrator_is_an_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let started = std::time::Instant::now();
+        let err = reach_orchestrator(&format!("127.0.0.1:{port}"), 1, Duration::from_millis(600))
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            err.contains(&format!("no orchestrator at 127.0.0.1:{port}")),
+            "{err}"
+        );
+        assert!(err.starts_with("rank 1"), "{err}");
     }
 
     type B = burn::backend::NdArray;
@@ -457,7 +494,7 @@ mod tests {
                         peer.register::<B>(&device)?;
                         let sum = peer.sum_host::<B>("test", vec![1.0, local as f32], &device)?;
                         assert_eq!(sum, vec![2.0, 1.0]);
-                        peer.check_same::<B>(print, &device)
+                        peer.check_same::<B>("configurations", print, &device)
                     })
                 })
                 .collect();
@@ -465,8 +502,16 @@ mod tests {
         });
         for (rank, result) in results.into_iter().enumerate() {
             match result {
-                Err(TrainError::PeerMismatch { rank: r, others }) => {
-                    assert_eq!((r, others), (rank, vec![1 - rank]));
+                Err(TrainError::PeerMismatch {
+                    rank: r,
+                    mine,
+                    others,
+                    ..
+                }) => {
+                    let (me, other) = ([11u64, 12][rank], [11u64, 12][1 - rank]);
+                    assert_eq!(r, rank);
+                    assert_eq!(mine, format!("{me:016x}"));
+                    assert_eq!(others, format!("rank {} has {other:016x}", 1 - rank));
                 }
                 other => panic!("expected a mismatch, got {other:?}"),
             }

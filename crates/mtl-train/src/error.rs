@@ -69,8 +69,16 @@ pub enum TrainError {
         missing: String,
     },
     /// Peers were started with different configurations or data.
-    #[error("rank {rank}: ranks {others:?} run another configuration or other data than this rank; start every rank with the same flags and files")]
-    PeerMismatch { rank: usize, others: Vec<usize> },
+    #[error("rank {rank}: the {what} differ between ranks: this rank has {mine}, {others}; start every rank with the same flags, files and model (and, to resume, rank 0's checkpoint folder in every node's --out)")]
+    PeerMismatch {
+        rank: usize,
+        /// What was compared.
+        what: String,
+        /// This rank's hash.
+        mine: String,
+        /// The ranks that differ, with their hashes.
+        others: String,
+    },
     /// The encoder failed.
     #[error(transparent)]
     Encoder(#[from] mtl_encoder::EncoderError),

@@ -191,10 +191,15 @@ impl Trainer {
         if let Some(p) = peer.as_mut() {
             p.register::<AB::InnerBackend>(&device)?;
             let print = fingerprint(&config, &self.options, data, &model);
-            p.check_same::<AB::InnerBackend>(print, &device)?;
+            p.check_same::<AB::InnerBackend>("configuration and data", print, &device)?;
         }
         let (model, optim, state) =
             checkpoint::start(model, &config, out, self.options.resume, leader)?;
+        if let Some(p) = peer.as_mut() {
+            // A node that resumes from another checkpoint (or none) would train another model.
+            let print = start_fingerprint(&model, &state);
+            p.check_same::<AB::InnerBackend>("starting model and step", print, &device)?;
+        }
         check_tasks(&model, data.train, "training")?;
         for (split, d) in [("dev", data.dev), ("test", data.test)] {
             if let Some(d) = d {
@@ -235,6 +240,20 @@ fn fingerprint<B: Backend>(
             print.add(format!("{:?}", example.labels).as_bytes());
         }
     }
+    print.value()
+}
+
+/// What every peer must start from: the step and every parameter's bits.
+fn start_fingerprint<B: Backend>(model: &MultiTaskModel<B>, state: &TrainState) -> u64 {
+    struct Bits<'a>(&'a mut collective::Fingerprint);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Bits<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            self.0.add(param.val().into_data().as_bytes());
+        }
+    }
+    let mut print = collective::Fingerprint::default();
+    print.add(format!("{} {} {}", state.step, state.epoch, state.batch_in_epoch).as_bytes());
+    model.visit(&mut Bits(&mut print));
     print.value()
 }
 

@@ -1,9 +1,6 @@
 use std::net::SocketAddr;
 
-use crate::{
-    base::{CommunicationChannel, CommunicationError, Message, ProtocolServer},
-    util::init_logging,
-};
+use crate::base::{CommunicationChannel, CommunicationError, Message, ProtocolServer};
 use axum::{
     Router,
     extract::{
@@ -49,7 +46,8 @@ impl ProtocolServer for WsServer {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        init_logging();
+        // Upstream installed a global tracing subscriber at INFO here: the application's
+        // choice, not a server's (see PATCHES.md).
 
         let address = match self.host.contains(':') && !self.host.starts_with('[') {
             true => format!("[{}]:{}", self.host, self.port),

@@ -355,7 +355,7 @@ fn seeds_run_the_recipe_once_each_and_report_mean_and_std() {
 }
 
 /// `train --devices 2` (two peers, burn-collective all-reduce) writes the model that
-/// `--shards 2` on one peer writes, byte for byte; `--nodes 2` is refused with the reason.
+/// `--shards 2` on one peer writes, byte for byte (several nodes: `tests/nodes.rs`).
 #[test]
 fn train_on_two_devices_equals_one_device() {
     let work = tempfile::tempdir().unwrap();
@@ -371,28 +371,5 @@ fn train_on_two_devices_equals_one_device() {
     assert_eq!(
         read_json(&a.join("results.json")),
         read_json(&b.join("results.json"))
-    );
-
-    let refused = mtl(
-        &[
-            "train",
-            "--model",
-            "m",
-            "--train",
-            "t",
-            "--out",
-            "o",
-            "--nodes",
-            "2",
-            "--orchestrator",
-            "127.0.0.1:9",
-        ],
-        &[],
-    );
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).starts_with("error: configuration: training on several nodes"),
-        "{}",
-        stderr(&refused)
     );
 }

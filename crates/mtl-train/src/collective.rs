@@ -277,7 +277,14 @@ impl Peer {
             .map_err(|e| self.failed(what, format!("cannot start a thread: {e}")))?;
         match rx.recv_timeout(self.group.timeout) {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.failed(what, format!("{e:?}"))),
+            Ok(Err(e)) => {
+                // burn-collective's node ids are not ranks: name whom this peer waited for.
+                let message = match &self.group.node {
+                    Some(_) => format!("{e:?}, waiting for {}", self.missing()),
+                    None => format!("{e:?}"),
+                };
+                Err(self.failed(what, message))
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => Err(TrainError::CollectiveTimeout {
                 rank: self.rank(),
                 what: what.to_string(),

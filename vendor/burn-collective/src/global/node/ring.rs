@@ -72,7 +72,7 @@ where
 
     let ring = get_ring_topology(nodes.keys().cloned().collect::<Vec<_>>());
     let slice_ranges = get_ring_reduce_slice_ranges(shape[slice_dim], ring.len());
-    let mut slices = slice_tensor::<B>(tensor, slice_dim, slice_ranges);
+    let mut slices = slice_tensor::<B>(tensor, slice_dim, slice_ranges, device).await?;
 
     let mut send_slice_idx = ring
         .iter()
@@ -112,7 +112,10 @@ where
     sync_service.sync().await?;
 
     // merge slices
-    Ok(B::float_cat(slices, slice_dim))
+    Ok(B::float_cat(
+        slices.into_iter().flatten().collect(),
+        slice_dim,
+    ))
 }
 
 /// Do N-1 cycles of ring-reduce
@@ -124,7 +127,7 @@ where
 /// * `data_service` - TensorDataService for peer-to-peer tensor transfers
 /// * `device` - The device on which all local tensors are stored. Should match `slices`
 async fn do_cycles<B, P>(
-    slices: &mut [B::FloatTensorPrimitive],
+    slices: &mut [Option<B::FloatTensorPrimitive>],
     transfer_counter: &mut u64,
     send_slice_idx: &mut usize,
     is_phase_one: bool,
@@ -142,15 +145,19 @@ where
         let transfer_id = (*transfer_counter).into();
         // +slice_count to avoid overflow
         let recv_slice_idx = (*send_slice_idx + slice_count - 1) % slice_count;
-        let slice_send = slices[*send_slice_idx].clone();
+        // The slice leaves as data without a copy (a tensor whose buffer is not shared), and
+        // a copy of that data stays: burn-ndarray copies a shared buffer element by element.
+        let slice_send = slices[*send_slice_idx]
+            .take()
+            .expect("every slice is present");
+        let slice_send = B::float_into_data(slice_send)
+            .await
+            .map_err(|e| GlobalCollectiveError::Server(format!("{e:?}")))?;
+        slices[*send_slice_idx] = Some(B::float_from_data(slice_send.clone(), device));
 
         let upload = {
             let data_service = data_service.clone();
-            tokio::spawn(async move {
-                data_service
-                    .expose(slice_send.clone(), 1, transfer_id)
-                    .await
-            })
+            tokio::spawn(async move { data_service.expose_data(slice_send, 1, transfer_id).await })
         };
         let download = {
             let data_client = data_service.clone();
@@ -166,14 +173,17 @@ where
             .ok_or(GlobalCollectiveError::PeerLost(prev_node_id))?;
         if is_phase_one {
             let tensor = B::float_from_data(download, device);
-            slices[recv_slice_idx] = B::float_add(slices[recv_slice_idx].clone(), tensor);
+            let slice = slices[recv_slice_idx]
+                .take()
+                .expect("every slice is present");
+            slices[recv_slice_idx] = Some(B::float_add(slice, tensor));
         } else {
             let tensor = B::float_from_data(download, device);
-            let old_shape = slices[recv_slice_idx].shape();
-            if old_shape != tensor.shape() {
+            let old_shape = slices[recv_slice_idx].as_ref().map(|t| t.shape());
+            if old_shape != Some(tensor.shape()) {
                 return Err(GlobalCollectiveError::PeerSentIncoherentTensor);
             }
-            slices[recv_slice_idx] = tensor;
+            slices[recv_slice_idx] = Some(tensor);
         }
 
         // Move slice index
@@ -189,12 +199,33 @@ where
 /// * `tensor` - the tensor to slice
 /// * `slice_dim` - the dimension to slice across
 /// * `slice_ranges` - The ranges of indices on `slice_dim` to use when slicing the tensor
-fn slice_tensor<B: Backend>(
+///
+/// Across the first dimension, each slice is a copy of its bytes in a buffer of its own (a
+/// view into a shared buffer is copied out element by element when it is sent).
+async fn slice_tensor<B: Backend>(
     tensor: B::FloatTensorPrimitive,
     slice_dim: usize,
     slice_ranges: Vec<Range<usize>>,
-) -> Vec<B::FloatTensorPrimitive> {
+    device: &B::Device,
+) -> Result<Vec<Option<B::FloatTensorPrimitive>>, GlobalCollectiveError> {
     let shape = tensor.shape();
+    if slice_dim == 0 {
+        let data = B::float_into_data(tensor)
+            .await
+            .map_err(|e| GlobalCollectiveError::Server(format!("{e:?}")))?;
+        let row_bytes = data.as_bytes().len() / shape[0].max(1);
+        return Ok(slice_ranges
+            .iter()
+            .map(|range| {
+                let bytes =
+                    data.as_bytes()[range.start * row_bytes..range.end * row_bytes].to_vec();
+                let mut dims = shape.clone();
+                dims[0] = range.len();
+                let slice = burn_backend::TensorData::from_bytes_vec(bytes, dims, data.dtype);
+                Some(B::float_from_data(slice, device))
+            })
+            .collect());
+    }
     // full range across all dims as Slice
     let full_range = shape
         .iter()
@@ -207,10 +238,10 @@ fn slice_tensor<B: Backend>(
         let mut all_ranges = full_range.clone();
         all_ranges[slice_dim] = Slice::from(range.clone());
         let slice = B::float_slice(tensor.clone(), &all_ranges);
-        slices.push(slice);
+        slices.push(Some(slice));
     }
 
-    slices
+    Ok(slices)
 }
 
 /// Get the ring topology

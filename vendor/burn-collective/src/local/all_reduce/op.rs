@@ -22,8 +22,9 @@ pub struct AllReduceOp<B: Backend> {
 pub struct AllReduceOpCall<B: Backend> {
     /// Id of the caller for this operation
     caller: PeerId,
-    /// The tensor primitive passed as input
-    input: B::FloatTensorPrimitive,
+    /// The tensor primitive passed as input (taken by the operation, so that its buffer is
+    /// not shared: a shared burn-ndarray buffer is copied element by element when sent)
+    input: Option<B::FloatTensorPrimitive>,
     /// Callback for the result of the all-reduce
     result_sender: SyncSender<AllReduceResult<B::FloatTensorPrimitive>>,
 }
@@ -68,7 +69,7 @@ impl<B: Backend> AllReduceOp<B> {
 
         self.calls.push(AllReduceOpCall {
             caller,
-            input,
+            input: Some(input),
             result_sender,
         });
 
@@ -121,8 +122,8 @@ impl<B: Backend> AllReduceOp<B> {
     ) -> Result<CollectiveTensorMap<B>, CollectiveError> {
         let tensors = self
             .calls
-            .iter()
-            .map(|call| (call.caller, call.input.clone()))
+            .iter_mut()
+            .map(|call| (call.caller, call.input.take().expect("an input per call")))
             .collect();
 
         if let Some(global_client) = global_client.as_mut() {

@@ -75,6 +75,24 @@ pub struct Args {
     /// Repetitions of each peer case (the peers report medians).
     #[arg(long, default_value_t = 2)]
     baseline_reps: usize,
+    /// Then two training nodes on 127.0.0.1 (`train --nodes 2`, an orchestrator on a thread
+    /// of this command): the time of one all-reduce of the model's size, and --train-steps
+    /// training steps on 2 nodes beside 1 node, as sentences/s.
+    #[arg(long)]
+    nodes_loopback: bool,
+    /// Training data of --nodes-loopback.
+    #[arg(long, default_value = "../shared/data/uci-mtl/train.tsv")]
+    nodes_train: PathBuf,
+    /// All-reduces timed by --nodes-loopback.
+    #[arg(long, default_value_t = 5)]
+    all_reduce_rounds: usize,
+    /// (--nodes-loopback's own node processes.)
+    #[arg(long, hide = true)]
+    all_reduce_node: Option<usize>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    all_reduce_port: u16,
+    #[arg(long, hide = true, default_value_t = 0)]
+    all_reduce_values: usize,
 }
 
 /// Peak resident set size since the last reset, in MiB (Linux).
@@ -96,6 +114,14 @@ fn row(case: &str, batch: usize, per_s: f64, rss: Option<f64>) {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    if let Some(rank) = args.all_reduce_node {
+        return super::nodes_bench::all_reduce_node(
+            rank,
+            args.all_reduce_port,
+            args.all_reduce_values,
+            args.all_reduce_rounds,
+        );
+    }
     let corpus = std::fs::read_to_string(&args.corpus).map_err(|e| CliError::Input {
         path: args.corpus.clone(),
         message: format!("cannot read the corpus: {e}"),
@@ -183,6 +209,19 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let peers = baselines::run(&plan)?;
         println!("CPU: {}", mtl_encoder::runtime::cpu_description());
         baselines::print_table(&ours, &peers);
+    }
+    if args.nodes_loopback {
+        let values = burn::module::Module::num_params(&encoder);
+        drop(encoder);
+        super::nodes_bench::run(&super::nodes_bench::Plan {
+            model: &dir,
+            train: &args.nodes_train,
+            values,
+            rounds: args.all_reduce_rounds,
+            steps: args.train_steps.max(1),
+            batch_size: args.train_batch,
+        })?;
+        return Ok(());
     }
     if args.serve {
         bench_serving(&args, encoder, &sentences)?;

@@ -11,6 +11,7 @@ mod error;
 mod eval;
 pub mod load_test;
 mod model_ref;
+mod nodes_bench;
 mod orchestrator;
 mod predict;
 mod seeds;

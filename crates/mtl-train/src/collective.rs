@@ -341,6 +341,33 @@ impl Peer {
     }
 }
 
+/// Times `rounds` all-reduces of `values` floats as peer `local` of `group` (for `mtl bench`):
+/// the seconds of each call, which include waiting for the slowest peer.
+pub fn time_all_reduce<B: Backend>(
+    group: &PeerGroup,
+    local: usize,
+    values: usize,
+    rounds: usize,
+    device: &B::Device,
+) -> Result<Vec<f64>> {
+    reset::<B>();
+    let mut peer = group.peer(local);
+    peer.register::<B>(device)?;
+    let mut seconds = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let buffer = vec![(peer.rank() + round) as f32; values];
+        let start = std::time::Instant::now();
+        let sum = peer.sum_host::<B>("timing all-reduces", buffer, device)?;
+        seconds.push(start.elapsed().as_secs_f64());
+        let want = (0..peer.world()).map(|r| (r + round) as f32).sum::<f32>();
+        if sum.first() != Some(&want) || sum.last() != Some(&want) {
+            return Err(peer.failed("timing all-reduces", format!("wrong sum in round {round}")));
+        }
+    }
+    peer.finish::<B>()?;
+    Ok(seconds)
+}
+
 /// Forgets the peers and calls of earlier runs in this process (before a new group registers).
 pub(crate) fn reset<B: Backend>() {
     burn_collective::reset_collective::<B>();

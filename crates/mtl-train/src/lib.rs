@@ -16,7 +16,7 @@ mod sampler;
 mod schedule;
 mod trainer;
 
-pub use collective::{run_orchestrator, NodeSetup, Peer, PeerGroup};
+pub use collective::{run_orchestrator, time_all_reduce, NodeSetup, Peer, PeerGroup};
 pub use data::{read_table, Dataset, Example, Format, RawRow, RawTable, ReadOptions};
 pub use error::{Result, TrainError};
 pub use loss::{cross_entropy, smoothed_cross_entropy, uncertainty_combine, LossWeighting};

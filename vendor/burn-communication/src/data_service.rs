@@ -35,6 +35,15 @@ enum DataServiceMessage {
     Tensor(TensorData),
 }
 
+/// [`DataServiceMessage`] borrowing its tensor, serialized identically (same variants, same
+/// order): data is exposed without first moving a copy into the message.
+#[derive(Serialize)]
+enum DataServiceMessageRef<'a> {
+    #[allow(dead_code)]
+    TensorRequest(TensorTransferId),
+    Tensor(&'a TensorData),
+}
+
 type ClientChannelRef<C> = Arc<Mutex<<C as ProtocolClient>::Channel>>;
 
 pub struct TensorDataService<B: Backend, P: Protocol<Client: ProtocolClient>> {
@@ -104,9 +113,21 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
         max_downloads: u32,
         transfer_id: TensorTransferId,
     ) {
-        let bytes: bytes::Bytes = rmp_serde::to_vec(&DataServiceMessage::Tensor(tensor_data))
-            .unwrap()
-            .into();
+        self.expose_data_ref(&tensor_data, max_downloads, transfer_id)
+            .await
+    }
+
+    /// [`expose_data`](Self::expose_data) from a reference: the caller keeps its data (one
+    /// copy, into the message, sized once).
+    pub async fn expose_data_ref(
+        &self,
+        tensor_data: &TensorData,
+        max_downloads: u32,
+        transfer_id: TensorTransferId,
+    ) {
+        let mut buffer = Vec::with_capacity(tensor_data.as_bytes().len() + 64);
+        rmp_serde::encode::write(&mut buffer, &DataServiceMessageRef::Tensor(tensor_data)).unwrap();
+        let bytes: bytes::Bytes = buffer.into();
         let mut exposed_tensors = self.exposed_tensors.lock().await;
         exposed_tensors.insert(
             transfer_id,

@@ -35,7 +35,8 @@ async fn connect_ws(address: Address, route: String) -> Option<WsClientChannel> 
                 .max_message_size(None)
                 .max_frame_size(Some(MB * 512))
                 .accept_unmasked_frames(true)
-                .read_buffer_size(64 * 1024), // 64 KiB (previous default)
+                // 4 MiB (upstream: 64 KiB): tensors of tens of MB arrive in fewer reads
+                .read_buffer_size(4 * MB),
         ),
         true,
     )

@@ -126,6 +126,7 @@ where
 /// * `is_phase_one` - In phase 1, the tensors are aggregated. Otherwise, they are overridden
 /// * `data_service` - TensorDataService for peer-to-peer tensor transfers
 /// * `device` - The device on which all local tensors are stored. Should match `slices`
+#[allow(clippy::too_many_arguments)]
 async fn do_cycles<B, P>(
     slices: &mut [Option<B::FloatTensorPrimitive>],
     transfer_counter: &mut u64,
@@ -145,27 +146,26 @@ where
         let transfer_id = (*transfer_counter).into();
         // +slice_count to avoid overflow
         let recv_slice_idx = (*send_slice_idx + slice_count - 1) % slice_count;
-        // The slice leaves as data without a copy (a tensor whose buffer is not shared), and
-        // a copy of that data stays: burn-ndarray copies a shared buffer element by element.
+        // The slice leaves as data without a copy (a tensor whose buffer is not shared; a
+        // shared burn-ndarray buffer is copied element by element), is serialized from a
+        // reference, and the same data becomes the slice again.
         let slice_send = slices[*send_slice_idx]
             .take()
             .expect("every slice is present");
         let slice_send = B::float_into_data(slice_send)
             .await
             .map_err(|e| GlobalCollectiveError::Server(format!("{e:?}")))?;
-        slices[*send_slice_idx] = Some(B::float_from_data(slice_send.clone(), device));
+        data_service
+            .expose_data_ref(&slice_send, 1, transfer_id)
+            .await;
+        slices[*send_slice_idx] = Some(B::float_from_data(slice_send, device));
 
-        let upload = {
-            let data_service = data_service.clone();
-            tokio::spawn(async move { data_service.expose_data(slice_send, 1, transfer_id).await })
-        };
         let download = {
             let data_client = data_service.clone();
             let next_node = prev_node.clone();
             tokio::spawn(async move { data_client.download_tensor(next_node, transfer_id).await })
         };
 
-        upload.await.unwrap();
         let download = download
             .await
             .ok()

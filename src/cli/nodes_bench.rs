@@ -124,10 +124,7 @@ fn step_times(out: &Output) -> Option<(f64, f64)> {
     let line = err.lines().find(|l| l.contains(" s in training steps"))?;
     let number_before = |marker: &str| -> Option<f64> {
         let head = &line[..line.find(marker)?];
-        head.rsplit(|c: char| c == ' ' || c == '(')
-            .next()?
-            .parse()
-            .ok()
+        head.rsplit([' ', '(']).next()?.parse().ok()
     };
     let reduce = number_before(" s of them in all-reduces").unwrap_or(0.0);
     Some((number_before(" s in training steps")?, reduce))

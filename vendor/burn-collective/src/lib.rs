@@ -9,5 +9,6 @@ pub use api::*;
 
 mod local;
 
-#[cfg(test)]
+// Upstream's tests need burn-flex, burn-wgpu, burn-cuda and serial_test (PATCHES.md).
+#[cfg(all(test, feature = "upstream-tests"))]
 mod tests;

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{json_floats, jsonl, max_abs_diff, model_dir, read_json, shared};
+use common::{head, json_floats, jsonl, max_abs_diff, model_dir, read_json};
 use mtl::encoder::{Checkpoint, SentenceEncoder};
 use mtl::model::MultiTaskModel;
 use serde_json::Value;
@@ -160,13 +160,6 @@ fn models_load_by_hub_id_from_the_cache_offline() {
         assert!(err.contains(&format!("`{id}`")), "{err}");
         assert!(err.contains(cache.path().to_str().unwrap()), "{err}");
     }
-}
-
-/// The first `n` lines (after the header) of a shared UCI file, written to `to`.
-fn head(file: &str, n: usize, to: &Path) {
-    let text = std::fs::read_to_string(shared().join("data/uci-mtl").join(file)).unwrap();
-    let lines: Vec<&str> = text.lines().take(n + 1).collect();
-    std::fs::write(to, lines.join("\n") + "\n").unwrap();
 }
 
 fn arg(p: &Path) -> &str {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{model_dir, read_json, shared};
+use common::{head, model_dir, read_json};
 
 /// Seconds a node waits for the other at a collective call in these tests.
 const TIMEOUT: u64 = 5;
@@ -82,13 +82,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The first `n` rows of a shared UCI file in `to`.
-fn head(file: &str, n: usize, to: &Path) {
-    let text = std::fs::read_to_string(shared().join("data/uci-mtl").join(file)).unwrap();
-    let lines: Vec<&str> = text.lines().take(n + 1).collect();
-    std::fs::write(to, lines.join("\n") + "\n").unwrap();
 }
 
 /// A run's files in `work`: `rows` training rows, 32 dev rows, batch 16, `--shards 2`.

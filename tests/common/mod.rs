@@ -1,7 +1,7 @@
 //! Shared helpers of the cross-crate tests: where the model and the shared fixtures are.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -26,6 +26,13 @@ pub fn shared() -> PathBuf {
     std::env::var_os("MTL_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared"))
+}
+
+/// The first `n` lines (after the header) of a shared UCI file, written to `to`.
+pub fn head(file: &str, n: usize, to: &Path) {
+    let text = std::fs::read_to_string(shared().join("data/uci-mtl").join(file)).unwrap();
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    std::fs::write(to, lines.join("\n") + "\n").unwrap();
 }
 
 /// A small random-initialisable BERT (hidden 32, 4 heads) with `layers` layers and the

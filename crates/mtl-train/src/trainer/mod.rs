@@ -248,7 +248,10 @@ fn start_fingerprint<B: Backend>(model: &MultiTaskModel<B>, state: &TrainState) 
     struct Bits<'a>(&'a mut collective::Fingerprint);
     impl<B: Backend> burn::module::ModuleVisitor<B> for Bits<'_> {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
-            self.0.add(param.val().into_data().as_bytes());
+            // `host_values` copies a shared buffer in one pass (`into_data`: element by element).
+            let values = mtl_encoder::ops::host_values(param.val());
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.0.add(&bytes);
         }
     }
     let mut print = collective::Fingerprint::default();
